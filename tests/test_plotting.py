@@ -1,0 +1,78 @@
+"""Every course figure has a title, axis labels and, with several lines, a legend."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from grokfl_helpers import plotting  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    yield
+    plt.close("all")
+
+
+def _only_axes():
+    (ax,) = plt.gcf().get_axes()
+    return ax
+
+
+def test_line_plot_labels_legend_and_reference_line():
+    plotting.line_plot({"federated": [0.9, 0.95], "Bob": ([1, 2], [0.5, 0.6])}, "Accuracy per round",
+                       "round", "test accuracy (%)", percent=True, hlines={"centralized": 0.98})
+    ax = _only_axes()
+    assert ax.get_title() == "Accuracy per round" and ax.get_xlabel() == "round"
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["federated", "Bob", "centralized"]
+    assert ax.lines[0].get_color() == plotting.COLORS["federated"]
+
+
+def test_single_line_has_no_legend():
+    plotting.line_plot({"loss": [3, 2, 1]}, "Loss", "step", "loss (squared error)")
+    assert _only_axes().get_legend() is None
+
+
+def test_every_figure_needs_title_and_labels():
+    with pytest.raises(ValueError, match="title"):
+        plotting.line_plot({"a": [1]}, "", "x", "y")
+    with pytest.raises(ValueError, match="label"):
+        plotting.bar_plot(["a"], [1], "t", "x", "")
+
+
+def test_bars_histograms_matrices_and_panels_draw_into_given_axes():
+    fig, axes = plotting.panels(1, 3)
+    plotting.grouped_bar_plot(["enron1", "enron2"], {"ham": [3, 4], "spam": [1, 1]}, "Emails per mailbox",
+                              "mailbox", "emails", ax=axes[0])
+    plotting.histogram({"ham": np.arange(10), "spam": np.arange(5)}, "Words", "distinct words per email",
+                       "emails", bins=5, vlines={"cut at 500": 4}, ax=axes[1])
+    plotting.matrix_plot([[990, 10], [5, 995]], ["ham", "spam"], ["ham", "spam"], "Confusion matrix",
+                         "predicted", "true", ax=axes[2])
+    assert len(fig.get_axes()) == 3
+    assert len(axes[0].patches) == 4
+    assert [t.get_text() for t in axes[2].texts] == ["990", "10", "5", "995"]
+    plotting.bar_plot(["free", "enron"], [0.2, -0.3], "Spammy words", "weight", "word", horizontal=True)
+    assert len(plt.get_fignums()) == 2
+
+
+def test_horizontal_percent_bars_keep_their_category_labels():
+    plotting.bar_plot(["a", "b"], [0.5, 0.25], "Shares", "share of emails (%)", "word", horizontal=True,
+                      percent=True)
+    ax = _only_axes()
+    plt.gcf().canvas.draw()
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["a", "b"]
+    assert ax.xaxis.get_major_formatter().__class__.__name__ == "PercentFormatter"
+
+
+def test_figures_keep_showing_after_the_first(monkeypatch):
+    """Drawing must not reset matplotlib's interactive mode (Jupyter would stop showing figures)."""
+    before = plt.isinteractive()
+    plt.ion()
+    try:
+        plotting.line_plot({"a": [1, 2]}, "One", "x", "y")
+        assert plt.isinteractive()
+    finally:
+        plt.interactive(before)
