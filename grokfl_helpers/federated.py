@@ -106,9 +106,13 @@ def fedavg(models, weights=None) -> Layer:
         raise ValueError("fedavg: the weights sum to zero, so there is nothing to average "
                          "(did every client have zero examples?)")
     weights = weights / weights.sum()
+    # Averaged as first + sum_i w_i (model_i - first): the same number mathematically, but a weight
+    # that no client changed stays bit-for-bit what it was (a plain sum of w_i * x rounds it by
+    # ~1e-17), so the rows nobody trained are exactly the rows that did not move.
     average = copy.deepcopy(models[0])
     for k, param in enumerate(average.get_parameters()):
-        param.data[...] = sum(w * _parameters(m)[k] for w, m in zip(weights, models))
+        first = _parameters(models[0])[k]
+        param.data[...] = first + sum(w * (_parameters(m)[k] - first) for w, m in zip(weights[1:], models[1:]))
         param.grad = None
     return average
 

@@ -100,10 +100,12 @@ def _color(label, i):
 
 def line_plot(series: dict, title: str, xlabel: str, ylabel: str, *, percent: bool = False,
               hlines: dict | None = None, integer_x: bool = True, logx: bool = False, logy: bool = False,
-              ylim=None, ax=None) -> None:
+              xticks=None, ylim=None, ax=None) -> None:
     """One line per entry of ``series``: ``{label: y}`` (x = 1, 2, …) or ``{label: (x, y)}``.
 
-    ``hlines={label: y}`` draws dashed reference lines (a target, the centralized result).
+    ``hlines={label: y}`` draws dashed reference lines (a target, the centralized result);
+    ``xticks=[1, 10, 100, 1000]`` puts ticks exactly there, labelled with thousands separators
+    (useful with ``logx=True``, which would otherwise label powers of ten).
     """
     ax = _axes(ax)
     with _course_style():
@@ -122,6 +124,9 @@ def line_plot(series: dict, title: str, xlabel: str, ylabel: str, *, percent: bo
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if logy:
             ax.set_yscale("log")
+        if xticks is not None:
+            ax.set_xticks(list(xticks), [f"{v:,}" for v in xticks])
+            ax.xaxis.set_minor_locator(plt.NullLocator())
         if ylim is not None:
             ax.set_ylim(*ylim)
     _label(ax, title, xlabel, ylabel, percent, legend=len(series) + len(hlines or {}) > 1)

@@ -30,6 +30,17 @@ def test_fedavg_plain_and_weighted():
     assert fedavg([a, b]).weight.data is not a.weight.data
 
 
+def test_fedavg_leaves_untouched_weights_bit_identical():
+    """Rows no client changed must not move at all (a naive w1*x + w2*x + w3*x rounds them)."""
+    values = np.random.default_rng(0).standard_normal(1000)
+    models = [_emb(values) for _ in range(3)]
+    models[1].weight.data[7, 0] += 0.5
+    avg = fedavg(models, weights=[0.1, 0.7, 0.2])
+    changed = np.flatnonzero(avg.weight.data[:, 0] != values)
+    assert changed.tolist() == [7]
+    np.testing.assert_allclose(avg.weight.data[7, 0], values[7] + 0.7 * 0.5)
+
+
 def test_fedavg_averages_every_parameter_of_a_deeper_model():
     m1 = Sequential([Linear(3, 2, rng=0)])
     m2 = Sequential([Linear(3, 2, rng=1)])

@@ -76,3 +76,10 @@ def test_figures_keep_showing_after_the_first(monkeypatch):
         assert plt.isinteractive()
     finally:
         plt.interactive(before)
+
+
+def test_xticks_on_a_log_axis_are_the_given_values():
+    plotting.line_plot({"recall": ([1, 10, 100, 1000], [1, 0.9, 0.9, 1])}, "Recall", "emails", "recall (%)",
+                       logx=True, xticks=[1, 10, 100, 1000], percent=True)
+    ax = _only_axes()
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "10", "100", "1,000"]
