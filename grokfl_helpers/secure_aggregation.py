@@ -1,0 +1,334 @@
+"""Secure aggregation: the server learns the sum of the clients' updates and nothing else.
+
+A small, readable version of Bonawitz et al., "Practical Secure Aggregation for
+Privacy-Preserving Machine Learning" (CCS 2017), for notebook 05.
+
+1. Fixed-point encoding. Masks must cancel *exactly*, so updates leave floating point: each
+   float x becomes the integer round(x * 2**FRACTIONAL_BITS) in the ring of integers mod 2**64
+   (numpy uint64, whose wrap-around addition is exactly that ring's addition).
+2. Key agreement. Each pair of clients (u, v) runs Diffie-Hellman (RFC 3526 group 14, Python
+   integers) and hashes the shared secret into a seed that only u and v know.
+3. Masks. A seed is stretched into a vector of uniformly random ring elements by SHAKE-256, a
+   cryptographic extendable-output hash. For the pair u < v, u adds the mask and v subtracts
+   it, so in the server's sum every pairwise mask meets its negative. Each client also adds a
+   self-mask from a seed of its own (why: see `Client.reveal_shares`).
+4. Dropouts. Each client Shamir-shares (t of n) its DH secret key and its self-mask seed among
+   all clients. If a client's masked update never arrives, t survivors hand the server shares of
+   its secret key, and the server recomputes the pairwise masks the others added for it. For
+   every client whose update did arrive, they hand over shares of its self-mask seed instead.
+
+Simplified on purpose: a real system encrypts the shares it routes through the server, signs
+messages, uses separate keys for that, and checks that every client saw the same survivors.
+"""
+import hashlib
+import secrets
+
+import numpy as np
+
+RING_BITS = 64                 # the ring is the integers mod 2**64, stored as numpy uint64
+FRACTIONAL_BITS = 32           # default scale: 2**32, one step = 2**-32 ≈ 2.3e-10
+# RFC 3526 group 14: the 2048-bit safe prime 2**2048 - 2**1984 - 1 + 2**64 * (floor(2**1918 * pi) + 124476)
+DH_PRIME = int(
+    "FFFFFFFFFFFFFFFFC90FDAA22168C234C4C6628B80DC1CD129024E088A67CC74020BBEA63B139B22514A08798E34"
+    "04DDEF9519B3CD3A431B302B0A6DF25F14374FE1356D6D51C245E485B576625E7EC6F44C42E9A637ED6B0BFF5CB6"
+    "F406B7EDEE386BFB5A899FA5AE9F24117C4B1FE649286651ECE45B3DC2007CB8A163BF0598DA48361C55D39A6916"
+    "3FA8FD24CF5F83655D23DCA3AD961C62F356208552BB9ED529077096966D670C354E4ABC9804F1746C08CA18217C"
+    "32905E462E36CE3BE39E772C180E86039B2783A2EC07A28FB5C55DF06F4C52C9DE2BCBF6955817183995497CEA95"
+    "6AE515D2261898FA051015728E5A8AACAA68FFFFFFFFFFFFFFFF", 16)
+DH_GENERATOR = 2
+SECRET_BITS = 256              # DH exponents and self-mask seeds (RFC 3526 advises 220-320 bits here)
+SHAMIR_PRIME = 2**521 - 1      # a Mersenne prime larger than every secret we share
+
+
+# ---------------------------------------------------------------- fixed-point encoding
+def max_abs_value(num_clients=1, fractional_bits=FRACTIONAL_BITS):
+    """The exclusive bound on |x| that `encode_fixed_point` accepts.
+
+    A ring element is read back as a signed 64-bit integer, so the *sum* of num_clients encoded
+    values must stay inside (-2**63, 2**63). We keep ceil(log2(num_clients)) bits of headroom.
+    """
+    if int(num_clients) != num_clients or num_clients < 1:
+        raise ValueError(f"num_clients must be a positive integer, got {num_clients!r}")
+    if int(fractional_bits) != fractional_bits or not 0 <= fractional_bits < RING_BITS - 1:
+        raise ValueError(f"fractional_bits must be an integer in [0, {RING_BITS - 2}], got {fractional_bits!r}")
+    headroom_bits = (int(num_clients) - 1).bit_length()
+    return 2.0 ** (RING_BITS - 1 - fractional_bits - headroom_bits)
+
+
+def encode_fixed_point(update, num_clients=1, fractional_bits=FRACTIONAL_BITS):
+    """Floats -> ring elements: round(x * 2**fractional_bits) mod 2**64, as numpy uint64.
+
+    `update` is one array or a list of arrays (one per model parameter); the result has the
+    same structure. Rounding moves each value by at most 2**-(fractional_bits + 1). A value
+    whose magnitude reaches max_abs_value(num_clients, fractional_bits), or that is not finite,
+    raises ValueError instead of wrapping around silently.
+    """
+    arrays = _as_list(update)
+    limit = max_abs_value(num_clients, fractional_bits) * 2.0 ** fractional_bits
+    encoded = []
+    for i, array in enumerate(arrays):
+        with np.errstate(over="ignore", invalid="ignore"):   # huge values are reported below
+            scaled = np.rint(np.asarray(array, dtype=np.float64) * 2.0 ** fractional_bits)
+        outside = ~(np.abs(scaled) < limit)       # also true for nan and inf
+        if outside.any():
+            position = tuple(int(k) for k in np.argwhere(outside)[0])
+            bound = max_abs_value(num_clients, fractional_bits)
+            raise ValueError(
+                f"value {float(np.asarray(array)[position])!r} at position {position} of parameter {i} "
+                f"is outside the representable range (-{bound:.6g}, {bound:.6g}) for {num_clients} "
+                f"client(s) with {fractional_bits} fractional bits; scale the update down or use "
+                f"fewer fractional bits")
+        encoded.append(scaled.astype(np.int64).view(np.uint64))
+    return encoded if isinstance(update, (list, tuple)) else encoded[0]
+
+
+def decode_fixed_point(encoded, fractional_bits=FRACTIONAL_BITS):
+    """Ring elements -> floats: read as signed 64-bit integers and divide by 2**fractional_bits."""
+    arrays = _as_list(encoded)
+    for i, array in enumerate(arrays):
+        if np.asarray(array).dtype != np.uint64:
+            raise ValueError(f"parameter {i} has dtype {np.asarray(array).dtype}; ring elements are uint64 "
+                             f"(use encode_fixed_point to make them)")
+    decoded = [np.asarray(a).view(np.int64).astype(np.float64) / 2.0 ** fractional_bits for a in arrays]
+    return decoded if isinstance(encoded, (list, tuple)) else decoded[0]
+
+
+def ring_sum(vectors):
+    """The element-wise sum mod 2**64 of several equally shaped uint64 arrays."""
+    if not vectors:
+        raise ValueError("ring_sum needs at least one array")
+    total = np.zeros(np.shape(vectors[0]), dtype=np.uint64)
+    for i, vector in enumerate(vectors):
+        if vector.dtype != np.uint64 or vector.shape != total.shape:
+            raise ValueError(f"array {i} is {vector.dtype} of shape {vector.shape}; ring_sum adds uint64 "
+                             f"arrays of one shape, {total.shape} (encode floats with encode_fixed_point)")
+        total += vector                            # uint64 arithmetic wraps: addition mod 2**64
+    return total
+
+
+# ---------------------------------------------------------------- key agreement and masks
+def dh_keypair(rng=None):
+    """A Diffie-Hellman (secret key, public key) pair: public = DH_GENERATOR**secret mod DH_PRIME."""
+    secret_key = 2 + _random_int(SECRET_BITS, rng)
+    return secret_key, pow(DH_GENERATOR, secret_key, DH_PRIME)
+
+
+def dh_shared_seed(my_secret_key, their_public_key):
+    """The 32-byte seed two clients share: SHA-256 of (their public key)**(my secret) mod p.
+
+    Both clients of a pair compute the same value, g**(a*b); the server, which sees only g**a
+    and g**b, cannot (that is the Diffie-Hellman assumption).
+    """
+    if not 2 <= their_public_key <= DH_PRIME - 2:
+        raise ValueError("a public key must lie in [2, DH_PRIME - 2]; 0, 1 and p - 1 give a guessable secret")
+    shared_secret = pow(their_public_key, my_secret_key, DH_PRIME)
+    return hashlib.sha256(shared_secret.to_bytes(256, "big")).digest()
+
+
+def expand_mask(seed, size):
+    """`size` uniformly random ring elements from a seed (bytes), with SHAKE-256 as the PRG.
+
+    The same seed always gives the same mask, which is how two clients produce masks that
+    cancel without ever sending them. (Production systems use e.g. AES in counter mode.)
+    """
+    stream = hashlib.shake_256(seed).digest(8 * int(size))
+    return np.frombuffer(stream, dtype="<u8").astype(np.uint64)
+
+
+# ---------------------------------------------------------------- Shamir secret sharing
+def shamir_share(secret, num_shares, threshold, rng=None):
+    """Split an integer into shares (x, f(x)), x = 1..num_shares, of a random polynomial f of
+    degree threshold - 1 over the integers mod SHAMIR_PRIME with f(0) = secret.
+
+    Any `threshold` shares determine f and so the secret; fewer say nothing about it.
+    """
+    if not 1 <= threshold <= num_shares:
+        raise ValueError(f"need 1 <= threshold <= num_shares, got threshold={threshold}, num_shares={num_shares}")
+    if not 0 <= secret < SHAMIR_PRIME:
+        raise ValueError("the secret must be an integer in [0, SHAMIR_PRIME)")
+    coefficients = [secret] + [_random_int(SHAMIR_PRIME.bit_length() + 64, rng) % SHAMIR_PRIME
+                               for _ in range(threshold - 1)]
+    return [(x, sum(c * pow(x, k, SHAMIR_PRIME) for k, c in enumerate(coefficients)) % SHAMIR_PRIME)
+            for x in range(1, num_shares + 1)]
+
+
+def shamir_reconstruct(shares, threshold):
+    """The secret f(0) from at least `threshold` shares (x, y), by Lagrange interpolation at 0."""
+    xs = [x for x, _ in shares]
+    if len(set(xs)) != len(xs):
+        raise ValueError(f"shares must come from distinct points x, got {sorted(xs)}")
+    if len(shares) < threshold:
+        raise ValueError(f"{len(shares)} share(s) cannot reconstruct a secret shared with threshold {threshold}")
+    secret = 0
+    for j, (x_j, y_j) in enumerate(shares[:threshold]):
+        numerator, denominator = 1, 1
+        for m, (x_m, _) in enumerate(shares[:threshold]):
+            if m != j:
+                numerator = numerator * -x_m % SHAMIR_PRIME
+                denominator = denominator * (x_j - x_m) % SHAMIR_PRIME
+        secret += y_j * numerator * pow(denominator, -1, SHAMIR_PRIME)
+    return secret % SHAMIR_PRIME
+
+
+def check_threshold(threshold, num_clients):
+    """Require num_clients/2 < threshold <= num_clients.
+
+    A majority threshold means two disjoint groups of clients can never both reach it, so a
+    server cannot get a client's secret key from one group and its self-mask seed from another.
+    """
+    if int(threshold) != threshold or not num_clients / 2 < threshold <= num_clients:
+        raise ValueError(f"threshold must be an integer with {num_clients}/2 < threshold <= {num_clients}, "
+                         f"got {threshold!r}")
+
+
+# ---------------------------------------------------------------- the protocol
+class Client:
+    """One client of a secure-aggregation round: its keys, its masks, the shares it holds.
+
+    rng: a numpy Generator for reproducible demos; None draws from the operating system's
+    cryptographic source (`secrets`), which is what real keys need.
+    """
+
+    def __init__(self, name, rng=None):
+        self.name = name
+        self.rng = rng
+        self.secret_key, self.public_key = dh_keypair(rng)
+        self.self_mask_seed = _random_int(SECRET_BITS, rng)
+        self.shares_held = {}                      # owner's name -> (x, key share y, seed share y)
+        self.has_masked = False
+        self.has_revealed = False
+
+    def share_secrets(self, public_keys, threshold):
+        """Shares of this client's secret key and self-mask seed, one per client: {name: (x, key_y, seed_y)}."""
+        roster = _roster(public_keys, self.name)
+        check_threshold(threshold, len(roster))
+        key_shares = shamir_share(self.secret_key, len(roster), threshold, self.rng)
+        seed_shares = shamir_share(self.self_mask_seed, len(roster), threshold, self.rng)
+        return {name: (x, key_y, seed_y) for name, (x, key_y), (_, seed_y) in zip(roster, key_shares, seed_shares)}
+
+    def receive_share(self, owner, share):
+        self.shares_held[owner] = share
+
+    def mask_update(self, update, public_keys, fractional_bits=FRACTIONAL_BITS):
+        """Encode the update and add the self-mask and every pairwise mask (add if my name sorts
+        first, subtract otherwise). Returns a list of uint64 arrays shaped like the update.
+
+        Only once per client: the same masks on two updates would cancel in their difference.
+        """
+        if self.has_masked:
+            raise RuntimeError(f"{self.name} already masked an update with these keys; reusing masks "
+                               f"reveals the difference of two updates. Make a new Client for each round")
+        roster = _roster(public_keys, self.name)
+        encoded = encode_fixed_point(_as_list(update), len(roster), fractional_bits)
+        masked = np.concatenate([e.ravel() for e in encoded])
+        masked += expand_mask(_seed_bytes(self.self_mask_seed), masked.size)
+        for other in roster:
+            if other != self.name:
+                mask = expand_mask(dh_shared_seed(self.secret_key, public_keys[other]), masked.size)
+                if self.name < other:
+                    masked += mask
+                else:
+                    masked -= mask
+        self.has_masked = True
+        return _split_like(masked, encoded)
+
+    def reveal_shares(self, arrived):
+        """Answer the server once: for each client whose masked update arrived, my share of its
+        self-mask seed; for each one whose update did not, my share of its secret key.
+
+        Never both for one client: with its secret key the server can remove its pairwise masks,
+        with its seed its self-mask, and with both it would read its update in the clear.
+        """
+        if self.has_revealed:
+            raise RuntimeError(f"{self.name} already revealed its shares for this round; a second "
+                               f"answer could give the server both secrets of one client")
+        if self.name not in arrived:
+            raise ValueError(f"{self.name}'s own masked update did not arrive; only clients in the sum take part")
+        self.has_revealed = True
+        return {owner: ("self_mask_seed", (x, seed_y)) if owner in arrived else ("secret_key", (x, key_y))
+                for owner, (x, key_y, seed_y) in self.shares_held.items()}
+
+
+def unmask_sum(masked_updates, public_keys, revealed, threshold, fractional_bits=FRACTIONAL_BITS):
+    """The server's last step: sum the masked updates that arrived and remove every mask left.
+
+    masked_updates: {name: list of uint64 arrays} (from Client.mask_update), public_keys: {name: int}
+    for everyone who started the round, revealed: list of Client.reveal_shares answers.
+    Returns the decoded float sum of the arrived updates, as a list of arrays.
+    """
+    roster, arrived = _roster(public_keys), set(masked_updates)
+    check_threshold(threshold, len(roster))
+    if not arrived <= set(roster):
+        raise ValueError(f"masked updates from clients not in the round: {sorted(arrived - set(roster))}")
+    if len(arrived) < threshold:
+        raise ValueError(f"only {len(arrived)} masked update(s) arrived; the round needs at least {threshold}")
+    first = masked_updates[min(arrived)]
+    for name in sorted(arrived):
+        if [a.shape for a in masked_updates[name]] != [a.shape for a in first]:
+            raise ValueError(f"{name}'s update has shapes {[a.shape for a in masked_updates[name]]}, "
+                             f"{min(arrived)}'s has {[a.shape for a in first]}; all must match")
+    total = ring_sum([np.concatenate([a.ravel() for a in masked_updates[name]]) for name in sorted(arrived)])
+    for owner in roster:
+        kind = "self_mask_seed" if owner in arrived else "secret_key"
+        shares = [answer[owner][1] for answer in revealed if owner in answer and answer[owner][0] == kind]
+        if len(shares) < threshold:
+            raise ValueError(f"only {len(shares)} survivor(s) revealed a share of {owner}'s {kind}; "
+                             f"the threshold is {threshold}, so the masks cannot be removed")
+        secret = shamir_reconstruct(shares, threshold)
+        if owner in arrived:
+            total -= expand_mask(_seed_bytes(secret), total.size)
+        else:                                      # undo what each survivor added or subtracted for owner
+            for other in sorted(arrived):
+                mask = expand_mask(dh_shared_seed(secret, public_keys[other]), total.size)
+                if other < owner:
+                    total -= mask
+                else:
+                    total += mask
+    return decode_fixed_point(_split_like(total, first), fractional_bits)
+
+
+def secure_sum(updates, threshold=None, drop_out=(), rng=None, fractional_bits=FRACTIONAL_BITS):
+    """One whole round in one call: {name: update} -> (sum of the updates that arrived, masked updates).
+
+    Clients named in drop_out go offline after the keys and shares are exchanged, before their
+    masked update reaches the server. threshold defaults to a bare majority of the clients.
+    """
+    names = sorted(updates)
+    if not set(drop_out) <= set(names):
+        raise ValueError(f"drop_out names clients not in the round: {sorted(set(drop_out) - set(names))}")
+    threshold = len(names) // 2 + 1 if threshold is None else threshold
+    clients = {name: Client(name, rng) for name in names}
+    public_keys = {name: client.public_key for name, client in clients.items()}
+    for owner, client in clients.items():
+        for recipient, share in client.share_secrets(public_keys, threshold).items():
+            clients[recipient].receive_share(owner, share)
+    masked = {name: clients[name].mask_update(updates[name], public_keys, fractional_bits)
+              for name in names if name not in drop_out}
+    revealed = [clients[name].reveal_shares(set(masked)) for name in masked]
+    return unmask_sum(masked, public_keys, revealed, threshold, fractional_bits), masked
+
+
+# ---------------------------------------------------------------- small helpers
+def _as_list(update):
+    return [np.asarray(a) for a in update] if isinstance(update, (list, tuple)) else [np.asarray(update)]
+
+
+def _split_like(flat, arrays):
+    pieces = np.split(flat, np.cumsum([a.size for a in arrays])[:-1])
+    return [piece.reshape(a.shape) for piece, a in zip(pieces, arrays)]
+
+
+def _roster(public_keys, own_name=None):
+    if own_name is not None and own_name not in public_keys:
+        raise ValueError(f"{own_name!r} is not among the round's public keys {sorted(public_keys)}")
+    return sorted(public_keys)
+
+
+def _seed_bytes(seed):
+    return seed.to_bytes(SECRET_BITS // 8, "big")
+
+
+def _random_int(bits, rng):
+    num_bytes = (bits + 7) // 8
+    raw = secrets.token_bytes(num_bytes) if rng is None else rng.bytes(num_bytes)
+    return int.from_bytes(raw, "big") >> (8 * num_bytes - bits)
