@@ -99,7 +99,7 @@ DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 DATA_ENV = "GROKFL_DATA"  # a folder holding the archives, never written to
 URL_ENV = "GROKFL_DATA_URL"  # where to download from, instead of OFFICIAL_URL
 DOWNLOAD_TIMEOUT = 30  # seconds without an answer before a download attempt gives up
-CACHE_FORMAT = 1  # bump when tokenizing or the cache's layout changes: old caches are rebuilt
+CACHE_FORMAT = 2  # bump when tokenizing or the cache's layout changes: old caches are rebuilt
 
 
 class DataError(Exception):
@@ -129,7 +129,8 @@ class EnronSpam:
     with 1.0 = spam, `*_mailbox` (N,) index into MAILBOXES, `*_email` (N,) email id.
     Per-email metadata, indexed by email id (0 ... 33,714; by mailbox, then ham before spam, then
     file name): `email_mailbox`, `email_label` (1 = spam, 0 = ham), `email_n_distinct_words`
-    (before truncation), `email_file` (the file's path inside its archive).
+    (before truncation), `email_n_bytes` (the size of the email's file), `email_file` (the file's
+    path inside its archive).
     """
 
     vocab: list
@@ -145,6 +146,7 @@ class EnronSpam:
     email_mailbox: np.ndarray
     email_label: np.ndarray
     email_n_distinct_words: np.ndarray
+    email_n_bytes: np.ndarray
     email_file: tuple
     n_truncated: int  # emails with more than max_words distinct words, cut to max_words
     summary_mismatches: tuple  # of SummaryMismatch
@@ -435,7 +437,7 @@ def _prepare(archives, data_dir: Path, verbose: bool) -> dict:
     assign = word_ids.setdefault
     unk = UNK_WORD.encode()
     provisional = array.array("i")  # every email's provisional word ids, one after another
-    lengths, mailbox_of, label_of, files, mismatches = [], [], [], [], []
+    lengths, sizes, mailbox_of, label_of, files, mismatches = [], [], [], [], [], []
     for mailbox_index, path in enumerate(archives):
         try:
             emails, found_mismatches = _read_archive(path, mailbox_index)
@@ -447,6 +449,7 @@ def _prepare(archives, data_dir: Path, verbose: bool) -> dict:
             distinct.pop(unk, None)  # a literal "<unk>" would collide with the padding word
             provisional.extend([assign(word, len(word_ids)) for word in distinct])
             lengths.append(len(distinct))
+            sizes.append(len(raw))
             mailbox_of.append(mailbox_index)
             label_of.append(label)
             files.append(file_name)
@@ -459,6 +462,7 @@ def _prepare(archives, data_dir: Path, verbose: bool) -> dict:
         "offsets": np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)]),
         "email_mailbox": np.asarray(mailbox_of, dtype=np.int8),
         "email_label": np.asarray(label_of, dtype=np.int8),
+        "email_n_bytes": np.asarray(sizes, dtype=np.int64),
         "vocab_blob": np.frombuffer(b"\n".join(words[i] for i in order), dtype=np.uint8),
         "files_blob": np.frombuffer("\n".join(files).encode(), dtype=np.uint8),
         "mismatches": [tuple(m) for m in mismatches],
@@ -583,6 +587,7 @@ def _split(tokens: dict, archives, max_words: int, seed: int, n_test_per_class: 
         email_mailbox=email_mailbox,
         email_label=email_label,
         email_n_distinct_words=lengths,
+        email_n_bytes=tokens["email_n_bytes"],
         email_file=tuple(tokens["files_blob"].tobytes().decode().split("\n")),
         n_truncated=int((lengths > max_words).sum()),
         summary_mismatches=tuple(SummaryMismatch(*m) for m in tokens["mismatches"]),

@@ -24,6 +24,7 @@ from .tensor import Layer
 from .training import accuracy, mean_squared_error, train
 
 __all__ = [
+    "BOOK_SPLIT",
     "book_clients",
     "mailbox_clients",
     "iid_clients",
@@ -38,11 +39,14 @@ __all__ = [
 # ---------------------------------------------------------------------------- who holds what
 
 
+# The book's split: which rows of the training set each client holds.
+BOOK_SPLIT = {"Bob": slice(0, 1000), "Alice": slice(1000, 2000), "Sue": slice(2000, None)}
+
+
 def book_clients(corpus) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """The book's split of the training set: Bob the first 1,000 emails, Alice the next 1,000,
-    Sue the rest (about 30,000)."""
-    X, y = corpus.train_x, corpus.train_y
-    return {"Bob": (X[:1000], y[:1000]), "Alice": (X[1000:2000], y[1000:2000]), "Sue": (X[2000:], y[2000:])}
+    """The book's split of the training set (``BOOK_SPLIT``): Bob the first 1,000 emails, Alice
+    the next 1,000, Sue the rest (about 30,000)."""
+    return {name: (corpus.train_x[rows], corpus.train_y[rows]) for name, rows in BOOK_SPLIT.items()}
 
 
 def mailbox_clients(corpus) -> dict[str, tuple[np.ndarray, np.ndarray]]:

@@ -29,6 +29,7 @@ COLORS = {
     "federated": "#0072B2",
     "attack": "#CC79A7",
 }
+_GREYS = ["#333333", "#888888", "#BBBBBB"]  # reference lines: never a data colour
 _CYCLE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
 
 STYLE = {
@@ -117,7 +118,8 @@ def line_plot(series: dict, title: str, xlabel: str, ylabel: str, *, percent: bo
                 x = np.arange(1, len(y) + 1)
             ax.plot(x, y, marker="o", markersize=4, linewidth=1.8, label=label, color=_color(label, i))
         for j, (label, y) in enumerate((hlines or {}).items()):
-            ax.axhline(y, linestyle="--", linewidth=1.2, color=_color(label, len(series) + j), label=label)
+            color = COLORS.get(label, _GREYS[j % len(_GREYS)])
+            ax.axhline(y, linestyle="--", linewidth=1.2, color=color, label=label)
         if logx:
             ax.set_xscale("log")
         elif integer_x:
@@ -154,8 +156,10 @@ def bar_plot(labels, values, title: str, xlabel: str, ylabel: str, *, horizontal
 
 
 def grouped_bar_plot(groups, series: dict, title: str, xlabel: str, ylabel: str, *, percent: bool = False,
-                     stacked: bool = False, annotate: str | None = None, ax=None) -> None:
-    """Bars for several series per group: ``series={"ham": [...], "spam": [...]}`` over ``groups``."""
+                     stacked: bool = False, annotate: str | None = None, legend_loc: str = "best",
+                     ax=None) -> None:
+    """Bars for several series per group: ``series={"ham": [...], "spam": [...]}`` over ``groups``.
+    ``legend_loc`` is matplotlib's legend location (e.g. ``"lower center"``) if bars hide the legend."""
     ax = _axes(ax)
     groups = [str(g) for g in groups]
     x = np.arange(len(groups))
@@ -177,24 +181,42 @@ def grouped_bar_plot(groups, series: dict, title: str, xlabel: str, ylabel: str,
         ax.grid(False, axis="x")
         if not percent and (bottom.max() if stacked else max(np.max(v) for v in series.values())) >= 1000:
             ax.yaxis.set_major_formatter(StrMethodFormatter("{x:,.0f}"))
-    _label(ax, title, xlabel, ylabel, percent, legend=n > 1)
+    _label(ax, title, xlabel, ylabel, percent, legend=False)
+    if n > 1:
+        with _course_style():
+            ax.legend(loc=legend_loc, frameon=legend_loc != "best", framealpha=1)
 
 
-def histogram(values, title: str, xlabel: str, ylabel: str, *, bins=50, logy: bool = False,
-              vlines: dict | None = None, label: str | None = None, color=None, ax=None, **hist_kwargs) -> None:
+def histogram(values, title: str, xlabel: str, ylabel: str, *, bins=50, logx: bool = False, logy: bool = False,
+              xticks=None, vlines: dict | None = None, label: str | None = None, color=None, ax=None,
+              **hist_kwargs) -> None:
     """A histogram of ``values``, or of several sets given as ``{label: values}``.
-    ``vlines={label: x}`` marks positions (a threshold, a limit)."""
+
+    ``vlines={label: x}`` marks positions (a threshold, a limit) with dashed lines in shades of grey,
+    so they never look like one of the data sets. ``logx=True`` spaces the bins logarithmically
+    (give ``bins`` as a number); ``xticks`` as in ``line_plot``."""
     ax = _axes(ax)
     sets = values if isinstance(values, dict) else {label or "": values}
+    if logx and np.isscalar(bins):
+        everything = np.concatenate([np.ravel(v) for v in sets.values()])
+        positive = everything[everything > 0]
+        if positive.size == 0:
+            raise ValueError("histogram(logx=True) needs positive values")
+        bins = np.geomspace(positive.min(), positive.max(), int(bins) + 1)
     with _course_style():
         for i, (name, v) in enumerate(sets.items()):
             c = color if (color and len(sets) == 1) else _color(name, i)
             ax.hist(np.ravel(v), bins=bins, alpha=0.75 if len(sets) > 1 else 1.0, label=name or None,
                     color=c, **hist_kwargs)
         for j, (name, x) in enumerate((vlines or {}).items()):
-            ax.axvline(x, linestyle="--", linewidth=1.2, color=_CYCLE[(j + 3) % len(_CYCLE)], label=name)
+            ax.axvline(x, linestyle="--", linewidth=1.4, color=_GREYS[j % len(_GREYS)], label=name)
+        if logx:
+            ax.set_xscale("log")
         if logy:
             ax.set_yscale("log")
+        if xticks is not None:
+            ax.set_xticks(list(xticks), [f"{v:,}" for v in xticks])
+            ax.xaxis.set_minor_locator(plt.NullLocator())
     _label(ax, title, xlabel, ylabel, percent=False, legend=len(sets) > 1 or bool(vlines))
 
 

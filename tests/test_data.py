@@ -282,6 +282,7 @@ def test_tokenizing_as_the_book_deterministically(tmp_path, capsys):
     assert corpus.decode(corpus.train_x[np.flatnonzero(corpus.train_email == first_ham)[0]]) == ["Subject:", "meeting", "the", "is"]
     assert corpus.n_truncated == 6 * 2  # that ham and the "Subject: lunch ..." one, in each mailbox
     assert corpus.email_text(first_ham).startswith("Subject: meeting")
+    assert corpus.email_n_bytes[first_ham] == len(corpus.email_text(first_ham).encode("latin-1"))
     assert "Preparing the Enron-Spam corpus" in capsys.readouterr().out
     assert corpus.summary_mismatches == ()
 

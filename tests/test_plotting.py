@@ -83,3 +83,19 @@ def test_xticks_on_a_log_axis_are_the_given_values():
                        logx=True, xticks=[1, 10, 100, 1000], percent=True)
     ax = _only_axes()
     assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "10", "100", "1,000"]
+
+
+def test_histogram_log_axis_and_grey_reference_lines():
+    plotting.histogram({"ham": [1, 10, 100], "spam": [5, 50, 500]}, "Words", "distinct words (log scale)",
+                       "emails", bins=10, logx=True, xticks=[1, 10, 100, 1000], vlines={"cut at 500": 500})
+    ax = _only_axes()
+    assert ax.get_xscale() == "log"
+    cut = [line for line in ax.lines if line.get_label() == "cut at 500"][0]
+    assert cut.get_color() not in (plotting.COLORS["ham"], plotting.COLORS["spam"])
+    with pytest.raises(ValueError, match="positive"):
+        plotting.histogram([0, 0], "t", "x", "y", logx=True)
+
+
+def test_grouped_bar_legend_location():
+    plotting.grouped_bar_plot(["a", "b"], {"ham": [1, 2], "spam": [2, 1]}, "T", "x", "y", legend_loc="lower center")
+    assert _only_axes().get_legend() is not None
