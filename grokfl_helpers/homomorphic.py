@@ -499,7 +499,8 @@ def encrypt_packed(
 
     ``weights`` is one array or a list of arrays (e.g. a model's parameters); decrypting gives
     back the same structure. ``workers`` processes share the encryption (default: one per CPU
-    core; 1 = in this process). ``progress``, e.g. ``"Bob"``, prints a progress line to stdout.
+    core; 1 = in this process). ``progress``, e.g. ``"Bob"``, shows a progress line that updates
+    in place (on stdout; in Jupyter, as a display) and ends as a one-line summary.
     """
     check_key_size(public_key)
     flat, shapes, as_list = _flatten(weights)
@@ -659,30 +660,69 @@ def _map_in_chunks(function, fixed_args, items, workers, label, verb):
 
 
 class _Progress:
-    """A one-line progress report on stdout (a dependency-free stand-in for tqdm)."""
+    """A progress report that stays short: one line, updated in place, ending as a summary line.
 
-    def __init__(self, label: str, verb: str, total: int, min_interval: float = 1.0):
+    The line is redrawn only when another tenth of the work is done (and at most every
+    ``min_interval`` seconds), so a log or a stored notebook gets a handful of updates, not one
+    per chunk. In a Jupyter kernel the line is a display that is updated in place: JupyterLab
+    shows it moving, and a notebook stored by nbconvert keeps only its last state, the summary
+    (every ``\\r`` rewrite sent to stdout would be stored, and GitHub's renderer and nbval show
+    each one). Elsewhere (a terminal, a script, pytest) it is rewritten with ``\\r`` on stdout.
+    A dependency-free stand-in for tqdm.
+    """
+
+    def __init__(self, label: str, verb: str, total: int, min_interval: float = 0.5, steps: int = 10):
         self.label, self.verb, self.total = label, verb, total
-        self.done, self.min_interval = 0, min_interval
+        self.done, self.min_interval, self.steps = 0, min_interval, steps
         self.start = self.last_shown = time.perf_counter()
-        self._show()
+        self.next_step = 1  # redraw once done/total reaches next_step/steps
+        self.display = _updatable_jupyter_display(self._line())
+        if self.display is None:
+            self._write(self._line())
 
     def advance(self, count: int) -> None:
         self.done += count
         now = time.perf_counter()
-        if now - self.last_shown >= self.min_interval:
+        reached = self.total and self.done * self.steps >= self.next_step * self.total
+        if reached and now - self.last_shown >= self.min_interval:
             self.last_shown = now
+            self.next_step = self.done * self.steps // self.total + 1
             self._show()
 
     def close(self) -> None:
         self._show(end="\n")
 
-    def _show(self, end: str = "") -> None:
+    def _line(self) -> str:
         fraction = self.done / self.total if self.total else 1.0
         bar = "#" * int(20 * fraction) + "." * (20 - int(20 * fraction))
         elapsed = time.perf_counter() - self.start
-        sys.stdout.write(
-            f"\r{self.label}: {self.verb} {self.done:,}/{self.total:,} ciphertexts "
-            f"[{bar}] {fraction:4.0%} {elapsed:5.1f} s{end}"
+        return (
+            f"{self.label}: {self.verb} {self.done:,}/{self.total:,} ciphertexts "
+            f"[{bar}] {fraction:4.0%} {elapsed:5.1f} s"
         )
+
+    def _show(self, end: str = "") -> None:
+        if self.display is not None:
+            self.display.update({"text/plain": self._line()}, raw=True)
+        else:
+            self._write(self._line(), end)
+
+    @staticmethod
+    def _write(line: str, end: str = "") -> None:
+        sys.stdout.write(f"\r{line}{end}")
         sys.stdout.flush()
+
+
+def _updatable_jupyter_display(text: str):
+    """Show ``text`` as a display that can be updated in place, if we run in a Jupyter kernel.
+
+    Returns IPython's display handle, or None outside a kernel (then the caller uses stdout).
+    Only looks for IPython if it is already imported: a plain script never pays for importing it.
+    """
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    if shell is None or getattr(shell, "kernel", None) is None:  # no kernel: a terminal IPython too
+        return None
+    from IPython.display import display
+
+    return display({"text/plain": text}, raw=True, display_id=True)
