@@ -29,6 +29,8 @@ COLORS = {
     "federated": "#0072B2",
     "attack": "#CC79A7",
 }
+# Series that are not a role (not Bob, Alice, Sue, spam, ham): colours no role uses.
+_SERIES = ["#4C72B0", "#C44E52", "#8172B2", "#937860", "#64B5CD", "#8C8C8C"]
 _GREYS = ["#333333", "#888888", "#BBBBBB"]  # reference lines: never a data colour
 _CYCLE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
 
@@ -79,7 +81,7 @@ def _axes(ax):
     return panels()[1]
 
 
-def _label(ax, title, xlabel, ylabel, percent, legend, value_axis="y"):
+def _label(ax, title, xlabel, ylabel, percent, legend, value_axis="y", percent_decimals=None):
     with _course_style():
         if not title or not xlabel or not ylabel:
             raise ValueError("every course figure needs a title, an x label and a y label (with units)")
@@ -87,7 +89,8 @@ def _label(ax, title, xlabel, ylabel, percent, legend, value_axis="y"):
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         if percent:
-            (ax.xaxis if value_axis == "x" else ax.yaxis).set_major_formatter(PercentFormatter(1.0))
+            formatter = PercentFormatter(1.0, decimals=percent_decimals)
+            (ax.xaxis if value_axis == "x" else ax.yaxis).set_major_formatter(formatter)
         if legend:
             ax.legend()
         for side in ("top", "right"):
@@ -101,12 +104,14 @@ def _color(label, i):
 
 def line_plot(series: dict, title: str, xlabel: str, ylabel: str, *, percent: bool = False,
               hlines: dict | None = None, integer_x: bool = True, logx: bool = False, logy: bool = False,
-              xticks=None, ylim=None, ax=None) -> None:
+              xticks=None, ylim=None, colors: dict | None = None, percent_decimals: int | None = None,
+              ax=None) -> None:
     """One line per entry of ``series``: ``{label: y}`` (x = 1, 2, …) or ``{label: (x, y)}``.
 
     ``hlines={label: y}`` draws dashed reference lines (a target, the centralized result);
     ``xticks=[1, 10, 100, 1000]`` puts ticks exactly there, labelled with thousands separators
-    (useful with ``logx=True``, which would otherwise label powers of ten).
+    (useful with ``logx=True``, which would otherwise label powers of ten). ``colors={label:
+    colour}`` overrides the course's colours; ``percent_decimals`` fixes the digits of percent ticks.
     """
     ax = _axes(ax)
     with _course_style():
@@ -116,7 +121,8 @@ def line_plot(series: dict, title: str, xlabel: str, ylabel: str, *, percent: bo
             else:
                 y = values
                 x = np.arange(1, len(y) + 1)
-            ax.plot(x, y, marker="o", markersize=4, linewidth=1.8, label=label, color=_color(label, i))
+            color = (colors or {}).get(label) or _color(label, i)
+            ax.plot(x, y, marker="o", markersize=4, linewidth=1.8, label=label, color=color)
         for j, (label, y) in enumerate((hlines or {}).items()):
             color = COLORS.get(label, _GREYS[j % len(_GREYS)])
             ax.axhline(y, linestyle="--", linewidth=1.2, color=color, label=label)
@@ -131,12 +137,15 @@ def line_plot(series: dict, title: str, xlabel: str, ylabel: str, *, percent: bo
             ax.xaxis.set_minor_locator(plt.NullLocator())
         if ylim is not None:
             ax.set_ylim(*ylim)
-    _label(ax, title, xlabel, ylabel, percent, legend=len(series) + len(hlines or {}) > 1)
+    _label(ax, title, xlabel, ylabel, percent, legend=len(series) + len(hlines or {}) > 1,
+           percent_decimals=percent_decimals)
 
 
 def bar_plot(labels, values, title: str, xlabel: str, ylabel: str, *, horizontal: bool = False,
-             percent: bool = False, color=None, annotate: str | None = None, ax=None) -> None:
-    """One bar per label. ``annotate`` is a format such as ``"{:.1%}"`` written on each bar."""
+             percent: bool = False, color=None, annotate: str | None = None, lines: dict | None = None,
+             ax=None) -> None:
+    """One bar per label. ``annotate`` is a format such as ``"{:.1%}"`` written on each bar;
+    ``lines={label: value}`` draws dashed reference lines across the bars (a bar to clear)."""
     ax = _axes(ax)
     labels = [str(label) for label in labels]
     with _course_style():
@@ -152,14 +161,28 @@ def bar_plot(labels, values, title: str, xlabel: str, ylabel: str, *, horizontal
             ax.bar_label(bars, labels=[annotate.format(v) for v in values], padding=2, fontsize=8)
         if not percent and np.max(np.abs(values)) >= 1000:
             (ax.xaxis if horizontal else ax.yaxis).set_major_formatter(StrMethodFormatter("{x:,.0f}"))
+        for j, (name, value) in enumerate((lines or {}).items()):
+            grey = _GREYS[j % len(_GREYS)]
+            if horizontal:  # labelled where the line leaves the plot, so no legend hides the bars
+                ax.axvline(value, linestyle="--", linewidth=1.4, color=grey)
+                ax.annotate(name, xy=(value, 0), xycoords=("data", "axes fraction"), xytext=(3, 3),
+                            textcoords="offset points", fontsize=8, color=grey, ha="left", va="bottom",
+                            backgroundcolor="white")
+            else:
+                ax.axhline(value, linestyle="--", linewidth=1.4, color=grey)
+                ax.annotate(name, xy=(1, value), xycoords=("axes fraction", "data"), xytext=(-3, 3),
+                            textcoords="offset points", fontsize=8, color=grey, ha="right", va="bottom",
+                            backgroundcolor="white")
     _label(ax, title, xlabel, ylabel, percent, legend=False, value_axis="x" if horizontal else "y")
 
 
 def grouped_bar_plot(groups, series: dict, title: str, xlabel: str, ylabel: str, *, percent: bool = False,
                      stacked: bool = False, annotate: str | None = None, legend_loc: str = "best",
-                     ax=None) -> None:
+                     colors: dict | None = None, ax=None) -> None:
     """Bars for several series per group: ``series={"ham": [...], "spam": [...]}`` over ``groups``.
-    ``legend_loc`` is matplotlib's legend location (e.g. ``"lower center"``) if bars hide the legend."""
+    ``legend_loc`` is matplotlib's legend location (e.g. ``"lower center"``) if bars hide the legend;
+    ``colors={label: colour}`` overrides the course's colours (series that are not Bob, Alice, Sue,
+    spam or ham take neutral colours by default, so they are not mistaken for them)."""
     ax = _axes(ax)
     groups = [str(g) for g in groups]
     x = np.arange(len(groups))
@@ -170,8 +193,9 @@ def grouped_bar_plot(groups, series: dict, title: str, xlabel: str, ylabel: str,
         for i, (label, values) in enumerate(series.items()):
             values = np.asarray(values, dtype=float)
             offset = 0 if stacked else (i - (n - 1) / 2) * width
+            color = (colors or {}).get(label) or COLORS.get(label) or _SERIES[i % len(_SERIES)]
             bars = ax.bar(x + offset, values, width, bottom=bottom if stacked else None,
-                          label=label, color=_color(label, i))
+                          label=label, color=color)
             if annotate:
                 ax.bar_label(bars, labels=[annotate.format(v) for v in values], padding=2, fontsize=8,
                              label_type="center" if stacked else "edge")
@@ -217,6 +241,8 @@ def histogram(values, title: str, xlabel: str, ylabel: str, *, bins=50, logx: bo
         if xticks is not None:
             ax.set_xticks(list(xticks), [f"{v:,}" for v in xticks])
             ax.xaxis.set_minor_locator(plt.NullLocator())
+        if not logy and ax.get_ylim()[1] >= 1000:
+            ax.yaxis.set_major_formatter(StrMethodFormatter("{x:,.0f}"))
     _label(ax, title, xlabel, ylabel, percent=False, legend=len(sets) > 1 or bool(vlines))
 
 

@@ -99,3 +99,14 @@ def test_histogram_log_axis_and_grey_reference_lines():
 def test_grouped_bar_legend_location():
     plotting.grouped_bar_plot(["a", "b"], {"ham": [1, 2], "spam": [2, 1]}, "T", "x", "y", legend_loc="lower center")
     assert _only_axes().get_legend() is not None
+
+
+def test_bar_reference_lines_and_series_colours():
+    plotting.bar_plot(["a", "b"], [7.0, 9.0], "Digits", "digits", "op", horizontal=True, lines={"the bar: 6": 6})
+    ax = _only_axes()
+    assert [t.get_text() for t in ax.texts] == ["the bar: 6"] and ax.get_legend() is None
+    plt.close("all")
+    plotting.grouped_bar_plot(["Bob", "Alice"], {"emails": [1, 2], "traffic": [3, 4]}, "T", "client", "MB")
+    colours = {patch.get_facecolor()[:3] for patch in _only_axes().patches}
+    role_colours = {matplotlib.colors.to_rgb(plotting.COLORS[r]) for r in ("Bob", "Alice", "Sue")}
+    assert not colours & role_colours
