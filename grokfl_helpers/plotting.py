@@ -143,9 +143,10 @@ def line_plot(series: dict, title: str, xlabel: str, ylabel: str, *, percent: bo
 
 def bar_plot(labels, values, title: str, xlabel: str, ylabel: str, *, horizontal: bool = False,
              percent: bool = False, color=None, annotate: str | None = None, lines: dict | None = None,
-             ax=None) -> None:
+             log: bool = False, ax=None) -> None:
     """One bar per label. ``annotate`` is a format such as ``"{:.1%}"`` written on each bar;
-    ``lines={label: value}`` draws dashed reference lines across the bars (a bar to clear)."""
+    ``lines={label: value}`` draws dashed reference lines across the bars (a bar to clear);
+    ``log=True`` puts the values on a logarithmic scale."""
     ax = _axes(ax)
     labels = [str(label) for label in labels]
     with _course_style():
@@ -161,6 +162,8 @@ def bar_plot(labels, values, title: str, xlabel: str, ylabel: str, *, horizontal
             ax.bar_label(bars, labels=[annotate.format(v) for v in values], padding=2, fontsize=8)
         if not percent and np.max(np.abs(values)) >= 1000:
             (ax.xaxis if horizontal else ax.yaxis).set_major_formatter(StrMethodFormatter("{x:,.0f}"))
+        if log:
+            (ax.set_xscale if horizontal else ax.set_yscale)("log")
         for j, (name, value) in enumerate((lines or {}).items()):
             grey = _GREYS[j % len(_GREYS)]
             if horizontal:  # labelled where the line leaves the plot, so no legend hides the bars

@@ -20,6 +20,7 @@ Privacy-Preserving Machine Learning" (CCS 2017), for notebook 05.
 Simplified on purpose: a real system encrypts the shares it routes through the server, signs
 messages, uses separate keys for that, and checks that every client saw the same survivors.
 """
+import copy
 import hashlib
 import secrets
 
@@ -306,6 +307,42 @@ def secure_sum(updates, threshold=None, drop_out=(), rng=None, fractional_bits=F
               for name in names if name not in drop_out}
     revealed = [clients[name].reveal_shares(set(masked)) for name in masked]
     return unmask_sum(masked, public_keys, revealed, threshold, fractional_bits), masked
+
+
+# ---------------------------------------------------------------- FedAvg through a secure sum
+def weighted_contribution(update, n_examples):
+    """What a client puts into the secure sum for FedAvg: n_k times its update, and n_k itself.
+
+    FedAvg's new model is  global + (sum_k n_k * update_k) / (sum_k n_k):  a sum divided by a sum.
+    So each client adds in its weighted update plus its count as one extra number, and the server
+    learns both totals without learning any one client's update or count.
+    """
+    if not np.isfinite(n_examples) or n_examples < 0:
+        raise ValueError(f"n_examples must be a non-negative number, got {n_examples!r}")
+    return [n_examples * np.asarray(part, dtype=np.float64) for part in _as_list(update)] + [
+        np.array([float(n_examples)])
+    ]
+
+
+def fedavg_from_sums(global_model, unmasked_sum):
+    """The new global model from the unmasked sum of ``weighted_contribution``s.
+
+    ``unmasked_sum`` is ``[sum of n_k * update_k per parameter..., [sum of n_k]]``; the result is a
+    copy of ``global_model`` plus the weighted sum divided by the total count.
+    """
+    *weighted_sum, total = unmasked_sum
+    parameters = global_model.get_parameters()
+    if len(weighted_sum) != len(parameters):
+        raise ValueError(f"the sum has {len(weighted_sum)} parameter arrays, the model {len(parameters)}")
+    if total.shape != (1,) or not total[0] > 0:
+        raise ValueError(f"the last entry of the sum must be the total count (> 0), got {total!r}")
+    model = copy.deepcopy(global_model)
+    for parameter, part in zip(model.get_parameters(), weighted_sum):
+        if part.shape != parameter.data.shape:
+            raise ValueError(f"a summed update of shape {part.shape} for a parameter of shape {parameter.data.shape}")
+        parameter.data += part / total[0]
+        parameter.grad = None
+    return model
 
 
 # ---------------------------------------------------------------- small helpers

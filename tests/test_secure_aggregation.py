@@ -305,3 +305,29 @@ def test_secure_sum_refuses_unknown_or_too_many_dropouts():
         sa.secure_sum(updates, drop_out={"Mallory"})
     with pytest.raises(ValueError, match="only 1 masked update"):
         sa.secure_sum(updates, drop_out={"Alice", "Bob"})
+
+
+def test_fedavg_through_a_secure_sum_equals_fedavg():
+    """weighted_contribution + secure_sum + fedavg_from_sums is FedAvg, within fixed-point precision."""
+    from grokfl_helpers import federated
+    from grokfl_helpers.training import new_spam_model
+
+    rng = np.random.default_rng(5)
+    start = new_spam_model(50)
+    models = {}
+    for name in ("Alice", "Bob", "Sue"):
+        models[name] = new_spam_model(50)
+        models[name].weight.data[:, 0] = rng.normal(0, 0.1, 50)
+    counts = {"Alice": 1000, "Bob": 1000, "Sue": 30340}
+    contributions = {name: sa.weighted_contribution(federated.model_update(start, m), counts[name])
+                     for name, m in models.items()}
+    total, _ = sa.secure_sum(contributions, rng=np.random.default_rng(1))
+    secure = sa.fedavg_from_sums(start, total)
+    plain = federated.fedavg(list(models.values()), weights=list(counts.values()))
+    bound = 3 * 2.0 ** -(sa.FRACTIONAL_BITS + 1) / sum(counts.values())
+    assert np.abs(secure.weight.data - plain.weight.data).max() <= bound + 1e-16
+    assert not start.weight.data.any()  # the model sent out is left alone
+    with pytest.raises(ValueError, match="total count"):
+        sa.fedavg_from_sums(start, total[:-1] + [np.array([0.0])])
+    with pytest.raises(ValueError, match="non-negative"):
+        sa.weighted_contribution([np.zeros(3)], -1)
