@@ -111,7 +111,9 @@ class Supervisor:
     Flower's SuperLink and SuperNodes start helpers of their own (``flower-superexec``, which
     starts ``flwr-serverapp`` / ``flwr-clientapp``), some in a new session, so killing our
     children's process groups is not enough: `stop_all` also walks the process tree below
-    every PID we started and stops those PIDs too.
+    every PID we started and stops those PIDs too. And the other way round: a helper whose
+    parent has exited is re-parented to PID 1, so the tree no longer leads to it, but it is still
+    in the process group (and session) we opened for its parent — that is how we find it then.
     """
 
     log_dir: Path
@@ -142,8 +144,16 @@ class Supervisor:
         return self.log_dir / f"{name}.log"
 
     def _descendants(self, table: dict[int, tuple[int, str, str]]) -> set[int]:
-        """Every PID below a PID we know about (children, grandchildren, ...)."""
+        """Every PID below a PID we know about (children, grandchildren, ...), and every process
+        in a process group or session we opened (orphans whose parent already exited)."""
+        ours = {process.pid for process in self.started.values()}  # each leads its group and session
         known = set(self.seen_pids)
+        for pid in table:
+            try:
+                if os.getpgid(pid) in ours or os.getsid(pid) in ours:
+                    known.add(pid)
+            except (ProcessLookupError, PermissionError):  # ended while we looked, or not ours
+                pass
         grew = True
         while grew:
             children = {pid for pid, (ppid, _, _) in table.items() if ppid in known}
@@ -162,11 +172,10 @@ class Supervisor:
         table = self._table()
         self.seen_pids |= self._descendants(table)
         for process in self.started.values():
-            if process.poll() is None:
-                try:
-                    os.killpg(process.pid, sig)
-                except (ProcessLookupError, PermissionError):
-                    pass
+            try:  # even if the leader has exited: what it started may still be in its group
+                os.killpg(process.pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
         for pid in self.seen_pids:
             if _is_running(pid, table):
                 try:

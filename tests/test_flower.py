@@ -269,6 +269,27 @@ def test_supervisor_stops_a_whole_process_tree(tmp_path):
     assert not any(script._is_running(pid, table) for pid in tree)
 
 
+def test_supervisor_stops_an_orphan_whose_parent_exited(tmp_path):
+    """A SuperNode that exits early leaves its flower-superexec re-parented to PID 1: no longer in
+    the tree below anything we started, but still in the process group we opened for it."""
+    script = load_script()
+    supervisor = script.Supervisor(log_dir=tmp_path, env=dict(os.environ), cwd=tmp_path)
+    orphan_pid_file = tmp_path / "orphan.pid"
+    parent = supervisor.start("exits-early", [sys.executable, "-c", (
+        "import subprocess, sys\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'])\n"
+        f"open({str(orphan_pid_file)!r}, 'w').write(str(child.pid))\n")])
+    parent.wait(timeout=20)
+    deadline = time.monotonic() + 20
+    while not orphan_pid_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    orphan = int(orphan_pid_file.read_text())
+    assert script._is_running(orphan, script._process_table())  # alive, and its parent is gone
+    assert orphan in supervisor.running_pids()
+    assert supervisor.stop_all(grace_seconds=5) == set()
+    assert not script._is_running(orphan, script._process_table())
+
+
 def test_script_rejects_bad_arguments(tmp_path):
     script = load_script()
     with pytest.raises(SystemExit):
