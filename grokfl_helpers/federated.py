@@ -31,6 +31,8 @@ __all__ = [
     "fedavg",
     "model_update",
     "model_bytes",
+    "largest_difference",
+    "train_locally",
     "History",
     "run_rounds",
 ]
@@ -129,12 +131,30 @@ def model_update(before, after) -> list[np.ndarray]:
     return [y - x for x, y in zip(a, b)]
 
 
+def largest_difference(model_a, model_b) -> float:
+    """The largest |difference| between corresponding weights of two models of one architecture:
+    how the course checks that two ways of computing a model (by hand, secure, encrypted, on
+    Flower) agree."""
+    return float(max(np.abs(u).max() for u in model_update(model_a, model_b)))
+
+
 def model_bytes(model) -> int:
     """Bytes needed to send the model's parameters as they are stored (float64: 8 per number)."""
     return int(sum(p.nbytes for p in _parameters(model)))
 
 
 # ---------------------------------------------------------------------------- rounds
+
+
+def train_locally(global_model, clients: dict, *, epochs: int = 1, batch_size: int = 500,
+                  alpha: float = 0.01) -> dict:
+    """The clients' half of a round: each trains its own copy of ``global_model`` on its own emails.
+
+    ``clients`` maps a name to ``(X, y)``; the result maps the same names to the trained models.
+    ``global_model`` itself is left unchanged (``copy.deepcopy``: what the server sends out).
+    """
+    return {name: train(copy.deepcopy(global_model), X, y, batch_size=batch_size, epochs=epochs, alpha=alpha)
+            for name, (X, y) in clients.items()}
 
 
 @dataclass
@@ -187,10 +207,8 @@ def run_rounds(
     global_model = copy.deepcopy(model)
     for _ in range(rounds):
         chosen = names if m == len(names) else [names[i] for i in sorted(rng.choice(len(names), m, replace=False))]
-        local_models = [
-            train(copy.deepcopy(global_model), *clients[name], batch_size=batch_size, epochs=epochs, alpha=alpha)
-            for name in chosen
-        ]
+        local_models = list(train_locally(global_model, {name: clients[name] for name in chosen},
+                                          epochs=epochs, batch_size=batch_size, alpha=alpha).values())
         weights = [len(clients[name][0]) for name in chosen] if weighted else None
         history.bytes_sent.append(2 * len(chosen) * model_bytes(global_model))
         global_model = fedavg(local_models, weights)

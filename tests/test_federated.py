@@ -8,6 +8,8 @@ from grokfl_helpers.federated import (
     book_clients,
     fedavg,
     iid_clients,
+    largest_difference,
+    train_locally,
     mailbox_clients,
     model_bytes,
     model_update,
@@ -131,3 +133,15 @@ def test_sampling_clients_per_round_is_seeded(corpus):
     np.testing.assert_array_equal(h1.model.weight.data, h2.model.weight.data)
     with pytest.raises(ValueError, match="clients_per_round"):
         run_rounds(new_spam_model(len(corpus.vocab)), clients, (corpus.test_x, corpus.test_y), clients_per_round=21)
+
+
+def test_train_locally_trains_a_copy_per_client_and_largest_difference():
+    X = np.array([[1, 2], [3, 0]])
+    start = new_spam_model(4)
+    local = train_locally(start, {"a": (X[:1], np.array([[1.0]])), "b": (X[1:], np.array([[0.0]]))}, alpha=1.0)
+    assert list(local) == ["a", "b"] and not start.weight.data.any()
+    np.testing.assert_allclose(local["a"].weight.data[:, 0], [0, 0.25, 0.25, 0])
+    np.testing.assert_allclose(local["b"].weight.data[:, 0], [0, 0, 0, -0.25])
+    assert largest_difference(local["a"], local["b"]) == 0.25
+    with pytest.raises(ValueError, match="shapes"):
+        largest_difference(start, new_spam_model(5))

@@ -54,10 +54,6 @@ def context(partition_id: int, num_partitions: int = 3) -> Context:
                    state=RecordDict(), run_config={})
 
 
-def max_difference(a, b) -> float:
-    return max(float(np.abs(p.data - q.data).max()) for p, q in zip(a.get_parameters(), b.get_parameters()))
-
-
 def flower_processes() -> set[int]:
     """PIDs of running (not zombie) Flower processes on this machine."""
     script = load_script()
@@ -117,7 +113,7 @@ def test_client_app_trains_with_the_course_training(corpus):
 
     X, y = federated.book_clients(corpus)["Alice"]
     expected = training.train(copy.deepcopy(start), X, y, batch_size=250, epochs=2, alpha=0.02)
-    assert max_difference(flower_bridge.arrays_to_model(reply.content["arrays"]), expected) == 0.0
+    assert federated.largest_difference(flower_bridge.arrays_to_model(reply.content["arrays"]), expected) == 0.0
     assert reply.content["metrics"]["num-examples"] == len(X)
 
 
@@ -217,7 +213,7 @@ def test_flower_run_save_and_load(tmp_path, corpus):
     run.save(tmp_path)
     back = flower_bridge.FlowerRun.load(tmp_path)
     assert back.test_accuracy == run.test_accuracy and back.clients == run.clients
-    assert back.accuracy == [0.9] and max_difference(back.model, model) == 0.0
+    assert back.accuracy == [0.9] and federated.largest_difference(back.model, model) == 0.0
 
 
 def test_secagg_error_bound_is_two_steps_per_client():
@@ -326,7 +322,7 @@ def book_simulation():
 def test_simulation_equals_the_hand_built_rounds(book_simulation, corpus):
     by_hand = federated.run_rounds(training.new_spam_model(len(corpus.vocab)), federated.book_clients(corpus),
                                    (corpus.test_x, corpus.test_y), rounds=3, weighted=True)
-    assert max_difference(book_simulation.model, by_hand.model) <= TOLERANCE
+    assert federated.largest_difference(book_simulation.model, by_hand.model) <= TOLERANCE
     assert book_simulation.accuracy == by_hand.accuracy
     assert book_simulation.clients == {1: [0, 1, 2], 2: [0, 1, 2], 3: [0, 1, 2]}
 
@@ -354,7 +350,7 @@ def test_deployment_agrees_with_the_simulation(book_simulation, tmp_path):
         assert f"round {round_number}: test accuracy {accuracy:.1%}" in result.stdout
     deployed = flower_bridge.FlowerRun.load(tmp_path)
     assert deployed.test_accuracy == book_simulation.test_accuracy
-    assert max_difference(deployed.model, book_simulation.model) <= TOLERANCE
+    assert federated.largest_difference(deployed.model, book_simulation.model) <= TOLERANCE
     assert "stopped all" in result.stdout
     assert flower_processes() - before == set()
 
