@@ -9,7 +9,10 @@ emails never leave the clients — only models do, and notebook 04 shows what th
 * ``iid_clients`` — many clients with a random share each.
 * ``fedavg`` — the average of models, plain (the book) or weighted by data size (FedAvg,
   McMahan et al., 2017).
-* ``run_rounds`` — rounds of the above, returning a ``History`` of accuracy, loss and traffic.
+* ``Strategy``, ``FedAvg`` — a round's two halves (what a client does, how the server combines),
+  as Flower's ``Strategy``; every algorithm of the course is one.
+* ``run_rounds`` — the one round loop, whose strategy is a parameter; returns a ``History`` of
+  accuracy, loss and traffic.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import numpy as np
 
 from .data import MAILBOXES
 from .tensor import Layer
-from .training import accuracy, mean_squared_error, train
+from .training import SPAM_TASK
 
 __all__ = [
     "BOOK_SPLIT",
@@ -33,7 +36,11 @@ __all__ = [
     "model_bytes",
     "largest_difference",
     "train_locally",
+    "Strategy",
+    "FedAvg",
     "History",
+    "poisson_sample_clients",
+    "run_round",
     "run_rounds",
 ]
 
@@ -147,14 +154,79 @@ def model_bytes(model) -> int:
 
 
 def train_locally(global_model, clients: dict, *, epochs: int = 1, batch_size: int = 500,
-                  alpha: float = 0.01) -> dict:
-    """The clients' half of a round: each trains its own copy of ``global_model`` on its own emails.
+                  alpha: float = 0.01, task=SPAM_TASK) -> dict:
+    """The clients' half of a plain FedAvg round: each trains its own copy of ``global_model``.
 
-    ``clients`` maps a name to ``(X, y)``; the result maps the same names to the trained models.
-    ``global_model`` itself is left unchanged (``copy.deepcopy``: what the server sends out).
+    Taught in notebook 03, §1. ``clients`` maps a name to ``(X, y)``; the result maps the same
+    names to the trained models. ``global_model`` itself is left unchanged (``copy.deepcopy``:
+    what the server sends out). ``task`` says how to train the model (``training.SPAM_TASK``).
     """
-    return {name: train(copy.deepcopy(global_model), X, y, batch_size=batch_size, epochs=epochs, alpha=alpha)
+    return {name: task.train(copy.deepcopy(global_model), X, y, batch_size=batch_size, epochs=epochs, alpha=alpha)
             for name, (X, y) in clients.items()}
+
+
+class Strategy:
+    """One round's two halves, as Flower's ``Strategy`` has them: what each client does with the
+    global model, and how the server combines what comes back. Taught in notebook 03, §6.
+
+    ``run_rounds`` is the one round loop of the course; every algorithm is a ``Strategy`` passed to
+    it: ``FedAvg`` here, ``privacy.DPFedAvg`` (notebook 07), the robust aggregators of notebook 11,
+    FedProx and SCAFFOLD (notebook 09). Subclasses override what differs:
+
+    * ``train_client(name, global_model, X, y, *, epochs, batch_size, alpha, task)``: the client's
+      half; returns its trained model (by default: ``task.train`` on a copy, as the book does);
+    * ``aggregate(global_model, local_models, sizes, rng)``: the server's half; ``local_models``
+      and ``sizes`` map each participating client's name to its model and number of examples,
+      ``rng`` is the round loop's seeded generator; returns the next global model;
+    * ``bytes_per_client(global_model)``: what one client sends and receives in a round.
+    """
+
+    def train_client(self, name, global_model, X, y, *, epochs=1, batch_size=500, alpha=0.01, task=None):
+        task = SPAM_TASK if task is None else task
+        return task.train(copy.deepcopy(global_model), X, y, batch_size=batch_size, epochs=epochs, alpha=alpha)
+
+    def aggregate(self, global_model, local_models: dict, sizes: dict, rng: np.random.Generator):
+        raise NotImplementedError(f"{type(self).__name__} must define aggregate()")
+
+    def bytes_per_client(self, global_model) -> int:
+        """The model down to the client and back up, at 8 bytes a weight."""
+        return 2 * model_bytes(global_model)
+
+
+class FedAvg(Strategy):
+    """The average of the clients' models: plain, as the book does (``weighted=False``), or weighted
+    by each client's number of examples (FedAvg, McMahan et al. 2017). Taught in notebook 03."""
+
+    def __init__(self, weighted: bool = False):
+        self.weighted = bool(weighted)
+
+    def aggregate(self, global_model, local_models, sizes, rng):
+        weights = [sizes[name] for name in local_models] if self.weighted else None
+        return fedavg(list(local_models.values()), weights)
+
+    def __repr__(self):
+        return f"FedAvg(weighted={self.weighted})"
+
+
+def poisson_sample_clients(num_clients: int, sampling_rate: float, rng: np.random.Generator) -> np.ndarray:
+    """Indices of the clients taking part in a round: each independently with probability q.
+
+    Taught in notebook 07. This is the sampling the DP accountant assumes (the sampled Gaussian
+    mechanism of Mironov et al. 2019, and McMahan et al. 2018). Picking exactly m clients at random
+    instead is a different mechanism, analysed under a different neighbouring relation (replace one
+    client). On average ``num_clients · sampling_rate`` clients are returned, sorted; the count
+    varies from round to round and may be zero.
+    """
+    if isinstance(num_clients, bool) or not isinstance(num_clients, (int, np.integer)) or num_clients < 1:
+        raise ValueError(f"num_clients must be a positive integer, got {num_clients!r}")
+    if isinstance(sampling_rate, bool) or not isinstance(sampling_rate, (int, float, np.floating)):
+        raise TypeError(f"sampling_rate must be a real number, got {type(sampling_rate).__name__}")
+    if not 0.0 <= float(sampling_rate) <= 1.0:
+        raise ValueError(f"sampling_rate is the probability that a client takes part in a round, so it must lie "
+                         f"in [0, 1]; got {sampling_rate}. For m clients sampled out of N on average, pass m / N.")
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng must be a numpy Generator, e.g. np.random.default_rng(0); got {type(rng).__name__}")
+    return np.flatnonzero(rng.random(int(num_clients)) < float(sampling_rate))
 
 
 @dataclass
@@ -162,7 +234,7 @@ class History:
     """What happened in each round (index 0 is round 1)."""
 
     accuracy: list[float] = field(default_factory=list)  # global model on the test set
-    loss: list[float] = field(default_factory=list)  # global model's mean squared error on the test set
+    loss: list[float] = field(default_factory=list)  # global model's loss on the test set
     bytes_sent: list[int] = field(default_factory=list)  # models down to clients + models back up
     clients: list[list[str]] = field(default_factory=list)  # who took part
     extra_accuracy: dict[str, list[float]] = field(default_factory=dict)  # global model on other sets
@@ -173,49 +245,122 @@ class History:
         return list(range(1, len(self.accuracy) + 1))
 
 
+def _check_distinct(names, where: str):
+    seen, twice = set(), []
+    for name in names:
+        if name in seen and name not in twice:
+            twice.append(name)
+        seen.add(name)
+    if twice:
+        raise ValueError(f"{where}: client(s) {twice} named more than once; each client takes part at most once "
+                         f"per round (a client counted twice moves the model, and spends privacy, twice)")
+
+
+def run_round(global_model, clients: dict, participants, *, strategy: Strategy | None = None,
+              rng: np.random.Generator | None = None, epochs: int = 1, batch_size: int = 500,
+              alpha: float = 0.01, task=None):
+    """One round of the loop: the new global model (``global_model`` is left unchanged).
+
+    Taught in notebook 03, §6. Each of ``participants`` (names in ``clients``, each at most once)
+    runs ``strategy.train_client``; ``strategy.aggregate`` combines their models (``FedAvg()`` by
+    default); ``task.fix`` then keeps the padding row at zero. With no participants nothing is
+    released and a copy of ``global_model`` comes back.
+    """
+    strategy = FedAvg() if strategy is None else strategy
+    task = SPAM_TASK if task is None else task
+    rng = np.random.default_rng(0) if rng is None else rng
+    participants = list(participants)
+    unknown = [name for name in participants if name not in clients]
+    if unknown:
+        raise ValueError(f"participants {unknown} are not among the clients ({len(clients)} of them)")
+    _check_distinct(participants, "run_round")
+    if not participants:
+        return copy.deepcopy(global_model)
+    local_models = {name: strategy.train_client(name, global_model, *clients[name], epochs=epochs,
+                                                batch_size=batch_size, alpha=alpha, task=task)
+                    for name in participants}
+    sizes = {name: len(clients[name][0]) for name in participants}
+    new_model = strategy.aggregate(global_model, local_models, sizes, rng)
+    task.fix(new_model)
+    return new_model
+
+
 def run_rounds(
     model,
     clients: dict,
     test: tuple,
     rounds: int = 3,
     *,
+    strategy: Strategy | None = None,
     clients_per_round: int | None = None,
+    sampling_rate: float | None = None,
     weighted: bool = False,
     epochs: int = 1,
     batch_size: int = 500,
     alpha: float = 0.01,
     evaluate_on: dict | None = None,
+    task=None,
     seed: int = 0,
+    on_round=None,
 ) -> History:
-    """Run ``rounds`` rounds of federated training starting from ``model`` (left unchanged).
+    """The course's one round loop: ``rounds`` rounds of federated training from ``model`` (left
+    unchanged). Taught in notebook 03; every later algorithm is a ``strategy`` passed to it.
 
-    Each round samples ``clients_per_round`` of ``clients`` (all by default, in their given
-    order), trains a copy of the global model on each for ``epochs`` local epochs, and averages
-    the copies — plainly, as the book, or by data size with ``weighted=True`` (FedAvg). After each
-    round the global model is evaluated on ``test`` and on every set in ``evaluate_on``.
+    Each round:
+
+    1. **who takes part** — all of ``clients`` (in their given order), or ``clients_per_round`` of
+       them drawn without replacement, or, with ``sampling_rate=q``, each client independently
+       with probability q (Poisson sampling, which the DP accountant of notebook 07 assumes; a
+       round may then have nobody, and the model does not change);
+    2. **the clients' half** — ``strategy.train_client`` on each participant's ``(X, y)``;
+    3. **the server's half** — ``strategy.aggregate`` turns the local models into the next global
+       model (default ``FedAvg(weighted)``: the plain mean, or FedAvg by data size);
+    4. ``task.fix`` keeps what is fixed by construction fixed (the spam model's padding row at 0);
+    5. the global model is evaluated on ``test = (X, y)`` and on every set in ``evaluate_on``;
+       ``on_round(round_number, global_model)`` is called if given.
+
+    One ``np.random.default_rng(seed)`` draws who takes part and whatever the strategy draws (DP's
+    noise), in that order, so a run repeats exactly. ``task`` says how to train and evaluate the
+    model: ``training.SPAM_TASK`` by default.
     """
-    if rounds < 1:
-        raise ValueError(f"rounds must be >= 1, got {rounds}")
+    if isinstance(rounds, bool) or not isinstance(rounds, (int, np.integer)) or rounds < 1:
+        raise ValueError(f"rounds must be a positive integer, got {rounds!r}")
     if not clients:
         raise ValueError("run_rounds needs at least one client")
+    if strategy is None:
+        strategy = FedAvg(weighted=weighted)
+    elif weighted:
+        raise ValueError("pass weighted= to FedAvg(weighted=True) when you pass a strategy, not to run_rounds")
+    task = SPAM_TASK if task is None else task
     names = list(clients)
+    if clients_per_round is not None and sampling_rate is not None:
+        raise ValueError("choose clients_per_round (exactly m clients a round) or sampling_rate "
+                         "(each client with probability q), not both")
     m = len(names) if clients_per_round is None else clients_per_round
     if not 1 <= m <= len(names):
         raise ValueError(f"clients_per_round must be between 1 and {len(names)}, got {clients_per_round}")
+    if sampling_rate is not None and not 0 < float(sampling_rate) <= 1:
+        raise ValueError(f"sampling_rate is each client's chance to take part in a round and must lie in "
+                         f"(0, 1], got {sampling_rate}")
     rng = np.random.default_rng(seed)
     history = History(extra_accuracy={name: [] for name in (evaluate_on or {})})
     global_model = copy.deepcopy(model)
-    for _ in range(rounds):
-        chosen = names if m == len(names) else [names[i] for i in sorted(rng.choice(len(names), m, replace=False))]
-        local_models = list(train_locally(global_model, {name: clients[name] for name in chosen},
-                                          epochs=epochs, batch_size=batch_size, alpha=alpha).values())
-        weights = [len(clients[name][0]) for name in chosen] if weighted else None
-        history.bytes_sent.append(2 * len(chosen) * model_bytes(global_model))
-        global_model = fedavg(local_models, weights)
-        history.clients.append(chosen)
-        history.accuracy.append(accuracy(global_model, *test))
-        history.loss.append(mean_squared_error(global_model, *test))
+    for round_number in range(1, rounds + 1):
+        if sampling_rate is not None:
+            chosen = [names[i] for i in poisson_sample_clients(len(names), sampling_rate, rng)]
+        elif m == len(names):
+            chosen = names
+        else:
+            chosen = [names[i] for i in sorted(rng.choice(len(names), m, replace=False))]
+        history.bytes_sent.append(len(chosen) * strategy.bytes_per_client(global_model))
+        global_model = run_round(global_model, clients, chosen, strategy=strategy, rng=rng, epochs=epochs,
+                                 batch_size=batch_size, alpha=alpha, task=task)
+        history.clients.append(list(chosen))
+        history.accuracy.append(task.accuracy(global_model, *test))
+        history.loss.append(task.loss(global_model, *test))
         for name, (X, y) in (evaluate_on or {}).items():
-            history.extra_accuracy[name].append(accuracy(global_model, X, y))
+            history.extra_accuracy[name].append(task.accuracy(global_model, X, y))
+        if on_round is not None:
+            on_round(round_number, global_model)
     history.model = global_model
     return history

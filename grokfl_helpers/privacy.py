@@ -12,10 +12,11 @@ released instead of who sees it:
 3. the server **adds Gaussian noise** of standard deviation ``z·S/m`` to every coordinate, where
    ``z`` is the *noise multiplier*.
 
-``dp_fedavg_aggregate`` is that server step; ``dp_fedavg_round`` runs one whole round (local
-training, then the server step) and ``run_dp_fedavg`` many, with Poisson sampling of clients. The
-accountant (``dp_fedavg_epsilon``) then says how well one client is hidden after ``T`` rounds: the
-run is (ε, δ)-differentially private.
+``dp_fedavg_aggregate`` is that server step, on plain arrays; ``DPFedAvg`` is the same step as a
+strategy of the course's one round loop, ``federated.run_rounds(..., strategy=DPFedAvg(...),
+sampling_rate=q)``, which samples clients the Poisson way. The accountant (``dp_fedavg_epsilon``)
+then says how well one client is hidden after ``T`` rounds: the run is (ε, δ)-differentially
+private.
 
 What is protected — the neighbouring relation
     Two federations are *neighbours* when one has one whole client more than the other: Bob with
@@ -71,10 +72,7 @@ from numbers import Real
 
 import numpy as np
 
-from .data import UNK
-from .federated import History, model_bytes, model_update
-from .tensor import Embedding
-from .training import accuracy, mean_squared_error, train
+from .federated import Strategy, model_update, poisson_sample_clients
 
 __all__ = [
     "DEFAULT_DELTA",
@@ -84,8 +82,7 @@ __all__ = [
     "dp_fedavg_noise_std",
     "dp_fedavg_aggregate",
     "poisson_sample_clients",
-    "dp_fedavg_round",
-    "run_dp_fedavg",
+    "DPFedAvg",
     "rdp_sampled_gaussian",
     "epsilon_from_rdp",
     "dp_fedavg_epsilon",
@@ -185,6 +182,15 @@ def _check_clip_norm(clip_norm) -> float:
 # --------------------------------------------------------------------------- clipping and noise
 
 
+def _global_norm(arrays) -> float:
+    """L2 norm of arrays taken together, scaled first so that huge finite entries cannot overflow
+    to inf (which would clip the update to zero instead of to the bound)."""
+    largest = max((float(np.max(np.abs(array))) for array in arrays if array.size), default=0.0)
+    if largest == 0.0:
+        return 0.0
+    return largest * math.sqrt(sum(float(np.sum((array / largest) ** 2)) for array in arrays))
+
+
 def update_norm(update) -> float:
     """The L2 norm of a whole update: all of its parameters taken together as one long vector.
 
@@ -192,7 +198,7 @@ def update_norm(update) -> float:
     not per parameter, because the privacy guarantee is about everything one client sends.
     """
     arrays, _ = _as_parameter_list(update, "update")
-    return float(math.sqrt(sum(float(np.sum(array * array)) for array in arrays)))
+    return _global_norm(arrays)
 
 
 def clip_update(update, clip_norm: float):
@@ -205,7 +211,7 @@ def clip_update(update, clip_norm: float):
     """
     clip_norm = _check_clip_norm(clip_norm)
     arrays, single = _as_parameter_list(update, "update")
-    norm = math.sqrt(sum(float(np.sum(array * array)) for array in arrays))
+    norm = _global_norm(arrays)
     scale = 1.0 if norm <= clip_norm else clip_norm / norm
     clipped = [array * scale for array in arrays]
     return clipped[0] if single else clipped
@@ -285,103 +291,41 @@ def dp_fedavg_aggregate(updates, *, clip_norm: float, noise_multiplier: float,
     return noisy[0] if single else noisy
 
 
-def poisson_sample_clients(num_clients: int, sampling_rate: float, rng: np.random.Generator) -> np.ndarray:
-    """Indices of the clients taking part in a round: each independently with probability q.
+# --------------------------------------------------------------------------- the strategy
 
-    This is the sampling the accountant assumes (the sampled Gaussian mechanism of Mironov et al.
-    2019, and McMahan et al. 2018). Picking exactly m clients at random instead is a different
-    mechanism, analysed under a different neighbouring relation (replace one client); the numbers
-    are close but the guarantee computed here is for Poisson sampling. On average
-    ``num_clients · sampling_rate`` clients are returned, sorted; the count varies from round to round
-    and may be zero.
+
+class DPFedAvg(Strategy):
+    """DP-FedAvg as a strategy of the round loop (``federated.run_rounds``). Taught in notebook 07.
+
+    The clients train as in FedAvg and send their updates; the server runs ``dp_fedavg_aggregate``
+    on them (clip each to ``clip_norm``, sum, divide by ``expected_clients``, add Gaussian noise of
+    std ``noise_multiplier·clip_norm/expected_clients`` drawn from the loop's seeded generator) and
+    adds the result to the global model. Run it with Poisson sampling, as the accountant assumes:
+    ``run_rounds(..., strategy=DPFedAvg(S, z, expected_clients=q * N), sampling_rate=q)``.
+
+    Who this protects against: anyone who sees the released models. The server itself adds the
+    noise and sees every raw update (central DP); notebook 07 says what protects against it.
     """
-    if isinstance(num_clients, bool) or not isinstance(num_clients, (int, np.integer)) or num_clients < 1:
-        raise ValueError(f"num_clients must be a positive integer, got {num_clients!r}")
-    q = _check_rate(sampling_rate)
-    if not isinstance(rng, np.random.Generator):
-        raise TypeError(f"rng must be a numpy Generator, e.g. np.random.default_rng(0); got {type(rng).__name__}")
-    return np.flatnonzero(rng.random(int(num_clients)) < q)
 
+    def __init__(self, clip_norm: float, noise_multiplier: float, expected_clients: float):
+        self.clip_norm = _check_clip_norm(clip_norm)
+        self.noise_multiplier = _check_positive_finite("noise_multiplier", noise_multiplier, allow_zero=True)
+        self.expected_clients = _check_positive_finite("expected_clients", expected_clients)
 
-# --------------------------------------------------------------------------- rounds
-
-
-def dp_fedavg_round(global_model, clients: dict, participants, *, clip_norm: float,
-                    noise_multiplier: float, expected_clients: float, rng: np.random.Generator,
-                    epochs: int = 1, batch_size: int = 500, alpha: float = 0.01):
-    """One round of DP-FedAvg; returns the new global model (``global_model`` is left unchanged).
-
-    Each of ``participants`` (names in ``clients``, a dict ``{name: (X, y)}`` as
-    ``federated.book_clients`` or ``federated.iid_clients`` return) trains a copy of the global
-    model on its own emails, as in ``federated.run_rounds``, and sends back its update; the server
-    combines the updates with ``dp_fedavg_aggregate`` (clip to ``clip_norm``, sum, divide by
-    ``expected_clients``, add noise of std ``noise_multiplier·clip_norm/expected_clients``) and adds
-    the result to the global model.
-
-    For the spam model (an ``Embedding``) the ``<unk>`` padding row is then put back to 0, as
-    ``training.train`` does after every step: noise left there would be added to an email's score
-    once for every padding slot. Zeroing a row everyone knows is padding uses no private data, so
-    it costs no privacy. With no participants (Poisson sampling can pick nobody) nothing is
-    released and the model is returned unchanged, as a copy.
-    """
-    participants = list(participants)
-    unknown = [name for name in participants if name not in clients]
-    if unknown:
-        raise ValueError(f"participants {unknown} are not among the clients ({len(clients)} of them)")
-    new_model = copy.deepcopy(global_model)
-    if not participants:
+    def aggregate(self, global_model, local_models, sizes, rng):
+        updates = [model_update(global_model, local) for local in local_models.values()]
+        noisy_average = dp_fedavg_aggregate(updates, clip_norm=self.clip_norm,
+                                            noise_multiplier=self.noise_multiplier,
+                                            expected_clients=self.expected_clients, rng=rng)
+        new_model = copy.deepcopy(global_model)
+        for parameter, change in zip(new_model.get_parameters(), noisy_average):
+            parameter.data += change
+            parameter.grad = None
         return new_model
-    updates = [
-        model_update(global_model, train(copy.deepcopy(global_model), *clients[name],
-                                         batch_size=batch_size, epochs=epochs, alpha=alpha))
-        for name in participants
-    ]
-    noisy_average = dp_fedavg_aggregate(updates, clip_norm=clip_norm, noise_multiplier=noise_multiplier,
-                                        expected_clients=expected_clients, rng=rng)
-    for parameter, change in zip(new_model.get_parameters(), noisy_average):
-        parameter.data += change
-        parameter.grad = None
-    if isinstance(new_model, Embedding):
-        new_model.weight.data[UNK] = 0.0
-    return new_model
 
-
-def run_dp_fedavg(model, clients: dict, test: tuple, rounds: int, *, sampling_rate: float,
-                  clip_norm: float, noise_multiplier: float, seed: int = 0, epochs: int = 1,
-                  batch_size: int = 500, alpha: float = 0.01) -> History:
-    """``rounds`` rounds of DP-FedAvg from ``model`` (left unchanged); a ``federated.History``.
-
-    Every round each client takes part with probability ``sampling_rate`` (q; Poisson sampling,
-    ``poisson_sample_clients``), the expected number ``m = q·N`` is the fixed denominator, and
-    ``dp_fedavg_round`` does the rest. One ``np.random.default_rng(seed)`` draws both who takes
-    part and the noise, so a run is repeatable. After each round the global model is evaluated on
-    ``test = (X, y)``. The (ε, δ) of the run is ``dp_fedavg_epsilon(noise_multiplier, rounds,
-    sampling_rate)``: it covers every global model released along the way, not just the last.
-    """
-    if isinstance(rounds, bool) or not isinstance(rounds, (int, np.integer)) or rounds < 1:
-        raise ValueError(f"rounds must be a positive integer, got {rounds!r}")
-    if not clients:
-        raise ValueError("run_dp_fedavg needs at least one client")
-    q = _check_rate(sampling_rate)
-    if q == 0:
-        raise ValueError("sampling_rate is 0: no client would ever take part")
-    names = list(clients)
-    expected_clients = q * len(names)
-    rng = np.random.default_rng(seed)
-    history = History()
-    global_model = copy.deepcopy(model)
-    for _ in range(rounds):
-        chosen = [names[i] for i in poisson_sample_clients(len(names), q, rng)]
-        global_model = dp_fedavg_round(global_model, clients, chosen, clip_norm=clip_norm,
-                                       noise_multiplier=noise_multiplier,
-                                       expected_clients=expected_clients, rng=rng,
-                                       epochs=epochs, batch_size=batch_size, alpha=alpha)
-        history.clients.append(chosen)
-        history.bytes_sent.append(2 * len(chosen) * model_bytes(global_model))
-        history.accuracy.append(accuracy(global_model, *test))
-        history.loss.append(mean_squared_error(global_model, *test))
-    history.model = global_model
-    return history
+    def __repr__(self):
+        return (f"DPFedAvg(clip_norm={self.clip_norm}, noise_multiplier={self.noise_multiplier}, "
+                f"expected_clients={self.expected_clients})")
 
 
 # --------------------------------------------------------------------------- the accountant

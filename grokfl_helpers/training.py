@@ -18,12 +18,16 @@ does before every batch.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Callable
+
 import numpy as np
 
 from .data import UNK
 from .tensor import SGD, Embedding, MSELoss, Tensor
 
-__all__ = ["new_spam_model", "predict", "train", "accuracy", "mean_squared_error"]
+__all__ = ["new_spam_model", "predict", "train", "accuracy", "mean_squared_error", "keep_padding_zero",
+           "Task", "SPAM_TASK"]
 
 _EVAL_BATCH = 4000  # emails per forward pass when only predicting (bounds memory)
 
@@ -89,5 +93,35 @@ def train(model: Embedding, X, y, batch_size: int = 500, epochs: int = 1, alpha:
             loss = criterion.forward(pred, Tensor(y[start:start + batch_size]))
             loss.backward()
             optim.step()
-            model.weight.data[UNK] = 0.0
+            keep_padding_zero(model)
     return model
+
+
+def keep_padding_zero(model) -> None:
+    """Set the ``<unk>`` padding row of the spam model back to 0, in place. Taught in notebook 02.
+
+    Every email is padded with ``<unk>`` to 500 slots, so a weight left in that row would be added
+    to an email's score once per padding slot. ``train`` calls this after every SGD step (as the
+    book does before every batch); the round loop calls it after every aggregation, where DP's noise
+    (notebook 07) would otherwise land there. Zeroing a row everyone knows is padding uses no
+    private data. Any model that is not an ``Embedding`` is left alone.
+    """
+    if isinstance(model, Embedding):
+        model.weight.data[UNK] = 0.0
+
+
+@dataclass(frozen=True)
+class Task:
+    """What the round loop (``federated.run_rounds``) needs to know about a model, as the ``task.py``
+    of a Flower app: how a client trains it, how it is scored, and what stays fixed after the server
+    changes it. Taught in notebook 03, §6; notebook 12 makes one for its language model.
+    """
+
+    train: Callable  # train(model, X, y, *, batch_size, epochs, alpha) -> the model, trained in place
+    accuracy: Callable  # accuracy(model, X, y) -> float
+    loss: Callable  # loss(model, X, y) -> float
+    fix: Callable = lambda model: None  # fix(model): in place, after every aggregation
+
+
+SPAM_TASK = Task(train=train, accuracy=accuracy, loss=mean_squared_error, fix=keep_padding_zero)
+"""The chapter-15 spam filter as the round loop sees it."""

@@ -15,21 +15,20 @@ import pytest
 
 from grokfl_helpers import privacy
 from grokfl_helpers.data import UNK
-from grokfl_helpers.federated import fedavg
+from grokfl_helpers.federated import fedavg, run_round, run_rounds
 from grokfl_helpers.privacy import (
     DEFAULT_DELTA,
+    DPFedAvg,
     RDP_ORDERS,
     classic_gaussian_noise_multiplier,
     clip_update,
     dp_fedavg_aggregate,
     dp_fedavg_epsilon,
     dp_fedavg_noise_std,
-    dp_fedavg_round,
     epsilon_from_rdp,
     noise_multiplier_for_epsilon,
     poisson_sample_clients,
     rdp_sampled_gaussian,
-    run_dp_fedavg,
     update_norm,
 )
 from grokfl_helpers.training import new_spam_model, train
@@ -192,6 +191,16 @@ def test_poisson_sampling_takes_each_client_with_probability_q():
 # --------------------------------------------------------------------------- rounds
 
 
+def dp_fedavg_round(global_model, clients, participants, *, clip_norm, noise_multiplier, expected_clients, rng):
+    return run_round(global_model, clients, participants, rng=rng,
+                     strategy=DPFedAvg(clip_norm, noise_multiplier, expected_clients))
+
+
+def run_dp_fedavg(model, clients, test, rounds, *, sampling_rate, clip_norm, noise_multiplier, seed=0):
+    return run_rounds(model, clients, test, rounds, sampling_rate=sampling_rate, seed=seed,
+                      strategy=DPFedAvg(clip_norm, noise_multiplier, sampling_rate * len(clients)))
+
+
 def _toy_federation(n_clients=4, vocab_size=30, emails=20, seed=0):
     rng = np.random.default_rng(seed)
     clients = {}
@@ -230,6 +239,20 @@ def test_a_noisy_round_keeps_the_padding_row_at_zero_and_moves_every_other_row()
     with pytest.raises(ValueError, match="not among the clients"):
         dp_fedavg_round(start, clients, ["Mallory"], clip_norm=0.1, noise_multiplier=1.0,
                         expected_clients=4, rng=np.random.default_rng(0))
+    # The same client three times would move the model three times as far as the clip allows,
+    # and the accountant's epsilon would not cover it: refused.
+    bob = list(clients)[0]
+    with pytest.raises(ValueError, match="more than once"):
+        dp_fedavg_round(start, clients, [bob, bob, bob], clip_norm=0.1, noise_multiplier=1.0,
+                        expected_clients=4, rng=np.random.default_rng(0))
+
+
+def test_clipping_a_huge_but_finite_update_clips_it_instead_of_zeroing_it():
+    update = [np.array([1e200, -1e200, 3e199])]
+    assert update_norm(update) == pytest.approx(np.sqrt(2.09) * 1e200, rel=1e-12)
+    clipped = clip_update(update, 1.0)
+    assert update_norm(clipped) == pytest.approx(1.0, rel=1e-12)
+    np.testing.assert_allclose(clipped[0] / clipped[0][0], [1.0, -1.0, 0.3])
 
 
 def test_run_dp_fedavg_is_repeatable_and_samples_about_q_n_clients_a_round():
@@ -245,7 +268,7 @@ def test_run_dp_fedavg_is_repeatable_and_samples_about_q_n_clients_a_round():
                              noise_multiplier=0.0)
     assert everyone.clients == [list(clients)] * 2
     with pytest.raises(ValueError, match="sampling_rate"):
-        run_dp_fedavg(new_spam_model(30), clients, test, 2, sampling_rate=0.0, clip_norm=0.5, noise_multiplier=1.0)
+        run_rounds(new_spam_model(30), clients, test, 2, sampling_rate=0.0, strategy=DPFedAvg(0.5, 1.0, 5))
     with pytest.raises(ValueError, match="rounds"):
         run_dp_fedavg(new_spam_model(30), clients, test, 0, sampling_rate=0.5, clip_norm=0.5, noise_multiplier=1.0)
 
