@@ -34,6 +34,8 @@ __all__ = [
     "fedavg",
     "model_update",
     "model_bytes",
+    "flatten",
+    "unflatten",
     "largest_difference",
     "train_locally",
     "Strategy",
@@ -136,6 +138,35 @@ def model_update(before, after) -> list[np.ndarray]:
     if [x.shape for x in a] != [x.shape for x in b]:
         raise ValueError(f"model_update: shapes {[x.shape for x in a]} and {[x.shape for x in b]} differ")
     return [y - x for x, y in zip(a, b)]
+
+
+def flatten(arrays) -> tuple[np.ndarray, tuple]:
+    """A model's parameters as one flat vector, and the shapes to undo it. Taught in notebook 05.
+
+    ``arrays`` is a model (anything with ``get_parameters()``), one array, or a list of arrays (as
+    ``model_update`` returns). Secure aggregation masks, Paillier packs and CKKS encrypts one long
+    vector; ``unflatten(vector, shapes)`` gives the arrays back.
+    """
+    if hasattr(arrays, "get_parameters"):
+        arrays = _parameters(arrays)
+    elif not isinstance(arrays, (list, tuple)):
+        arrays = [arrays]
+    arrays = [np.asarray(array) for array in arrays]
+    if not arrays:
+        raise ValueError("flatten: no arrays given (expected a model or one array per parameter)")
+    shapes = tuple(array.shape for array in arrays)
+    return np.concatenate([array.ravel() for array in arrays]), shapes
+
+
+def unflatten(vector, shapes) -> list[np.ndarray]:
+    """The arrays ``flatten`` made ``vector`` from, given their ``shapes``."""
+    vector = np.asarray(vector)
+    sizes = [int(np.prod(shape)) for shape in shapes]
+    if vector.ndim != 1 or vector.size != sum(sizes):
+        raise ValueError(f"unflatten: a vector of shape {vector.shape} cannot fill parameters of shapes "
+                         f"{list(shapes)} ({sum(sizes)} numbers)")
+    ends = np.cumsum(sizes)
+    return [part.reshape(shape) for part, shape in zip(np.split(vector, ends[:-1]), shapes)]
 
 
 def largest_difference(model_a, model_b) -> float:
