@@ -19,12 +19,20 @@ Privacy-Preserving Machine Learning" (CCS 2017), for notebook 05.
 
 Simplified on purpose: a real system encrypts the shares it routes through the server, signs
 messages, uses separate keys for that, and checks that every client saw the same survivors.
+
+Threat model (notebook 05): this version protects each update against an honest-but-curious
+server, even one working with fewer than `threshold` clients. An active server breaks it: it can
+swap the public keys it relays (the fix: keys signed under a PKI), or, with one colluding client,
+tell clients different stories about who dropped out (the fix: a signed consistency check and a
+larger threshold). Both are shown in notebook 05, sections 3 and 7.
 """
 import copy
 import hashlib
 import secrets
 
 import numpy as np
+
+from .federated import flatten, unflatten
 
 RING_BITS = 64                 # the ring is the integers mod 2**64, stored as numpy uint64
 FRACTIONAL_BITS = 32           # default scale: 2**32, one step = 2**-32 ≈ 2.3e-10
@@ -47,6 +55,8 @@ def max_abs_value(num_clients=1, fractional_bits=FRACTIONAL_BITS):
 
     A ring element is read back as a signed 64-bit integer, so the *sum* of num_clients encoded
     values must stay inside (-2**63, 2**63). We keep ceil(log2(num_clients)) bits of headroom.
+
+    Taught in notebook 05, section 2.
     """
     if int(num_clients) != num_clients or num_clients < 1:
         raise ValueError(f"num_clients must be a positive integer, got {num_clients!r}")
@@ -58,44 +68,52 @@ def max_abs_value(num_clients=1, fractional_bits=FRACTIONAL_BITS):
 
 def encode_fixed_point(update, num_clients=1, fractional_bits=FRACTIONAL_BITS):
     """Floats -> ring elements: round(x * 2**fractional_bits) mod 2**64, as numpy uint64.
+    Taught in notebook 05, section 2.
 
     `update` is one array or a list of arrays (one per model parameter); the result has the
     same structure. Rounding moves each value by at most 2**-(fractional_bits + 1). A value
     whose magnitude reaches max_abs_value(num_clients, fractional_bits), or that is not finite,
     raises ValueError instead of wrapping around silently.
     """
-    arrays = _as_list(update)
+    vector, shapes = flatten(update)
     limit = max_abs_value(num_clients, fractional_bits) * 2.0 ** fractional_bits
-    encoded = []
-    for i, array in enumerate(arrays):
-        with np.errstate(over="ignore", invalid="ignore"):   # huge values are reported below
-            scaled = np.rint(np.asarray(array, dtype=np.float64) * 2.0 ** fractional_bits)
-        outside = ~(np.abs(scaled) < limit)       # also true for nan and inf
-        if outside.any():
-            position = tuple(int(k) for k in np.argwhere(outside)[0])
-            bound = max_abs_value(num_clients, fractional_bits)
-            raise ValueError(
-                f"value {float(np.asarray(array)[position])!r} at position {position} of parameter {i} "
-                f"is outside the representable range (-{bound:.6g}, {bound:.6g}) for {num_clients} "
-                f"client(s) with {fractional_bits} fractional bits; scale the update down or use "
-                f"fewer fractional bits")
-        encoded.append(scaled.astype(np.int64).view(np.uint64))
+    with np.errstate(over="ignore", invalid="ignore"):   # huge values are reported below
+        scaled = np.rint(vector.astype(np.float64) * 2.0 ** fractional_bits)
+    outside = ~(np.abs(scaled) < limit)                  # also true for nan and inf
+    if outside.any():
+        first = int(np.argmax(outside))
+        ends = np.cumsum([int(np.prod(shape)) for shape in shapes])
+        i = int(np.searchsorted(ends, first, side="right"))          # which parameter
+        start = int(ends[i - 1]) if i else 0
+        position = tuple(int(k) for k in np.unravel_index(first - start, shapes[i]))
+        bound = max_abs_value(num_clients, fractional_bits)
+        raise ValueError(
+            f"value {float(vector[first])!r} at position {position} of parameter {i} "
+            f"is outside the representable range (-{bound:.6g}, {bound:.6g}) for {num_clients} "
+            f"client(s) with {fractional_bits} fractional bits; scale the update down or use "
+            f"fewer fractional bits")
+    encoded = unflatten(scaled.astype(np.int64).view(np.uint64), shapes)
     return encoded if isinstance(update, (list, tuple)) else encoded[0]
 
 
 def decode_fixed_point(encoded, fractional_bits=FRACTIONAL_BITS):
-    """Ring elements -> floats: read as signed 64-bit integers and divide by 2**fractional_bits."""
-    arrays = _as_list(encoded)
-    for i, array in enumerate(arrays):
-        if np.asarray(array).dtype != np.uint64:
-            raise ValueError(f"parameter {i} has dtype {np.asarray(array).dtype}; ring elements are uint64 "
+    """Ring elements -> floats: read as signed 64-bit integers and divide by 2**fractional_bits.
+    Taught in notebook 05, section 2."""
+    parts = encoded if isinstance(encoded, (list, tuple)) else [encoded]
+    for i, part in enumerate(parts):
+        if np.asarray(part).dtype != np.uint64:
+            raise ValueError(f"parameter {i} has dtype {np.asarray(part).dtype}; ring elements are uint64 "
                              f"(use encode_fixed_point to make them)")
-    decoded = [np.asarray(a).view(np.int64).astype(np.float64) / 2.0 ** fractional_bits for a in arrays]
+    vector, shapes = flatten(encoded)
+    decoded = unflatten(vector.view(np.int64).astype(np.float64) / 2.0 ** fractional_bits, shapes)
     return decoded if isinstance(encoded, (list, tuple)) else decoded[0]
 
 
 def ring_sum(vectors):
-    """The element-wise sum mod 2**64 of several equally shaped uint64 arrays."""
+    """The element-wise sum mod 2**64 of several equally shaped uint64 arrays.
+
+    Taught in notebook 05, section 2.
+    """
     if not vectors:
         raise ValueError("ring_sum needs at least one array")
     total = np.zeros(np.shape(vectors[0]), dtype=np.uint64)
@@ -109,7 +127,10 @@ def ring_sum(vectors):
 
 # ---------------------------------------------------------------- key agreement and masks
 def dh_keypair(rng=None):
-    """A Diffie-Hellman (secret key, public key) pair: public = DH_GENERATOR**secret mod DH_PRIME."""
+    """A Diffie-Hellman (secret key, public key) pair: public = DH_GENERATOR**secret mod DH_PRIME.
+
+    Taught in notebook 05, section 3.
+    """
     secret_key = 2 + _random_int(SECRET_BITS, rng)
     return secret_key, pow(DH_GENERATOR, secret_key, DH_PRIME)
 
@@ -119,6 +140,8 @@ def dh_shared_seed(my_secret_key, their_public_key):
 
     Both clients of a pair compute the same value, g**(a*b); the server, which sees only g**a
     and g**b, cannot (that is the Diffie-Hellman assumption).
+
+    Taught in notebook 05, section 3.
     """
     if not 2 <= their_public_key <= DH_PRIME - 2:
         raise ValueError("a public key must lie in [2, DH_PRIME - 2]; 0, 1 and p - 1 give a guessable secret")
@@ -131,6 +154,8 @@ def expand_mask(seed, size):
 
     The same seed always gives the same mask, which is how two clients produce masks that
     cancel without ever sending them. (Production systems use e.g. AES in counter mode.)
+
+    Taught in notebook 05, section 3.
     """
     stream = hashlib.shake_256(seed).digest(8 * int(size))
     return np.frombuffer(stream, dtype="<u8").astype(np.uint64)
@@ -142,6 +167,8 @@ def shamir_share(secret, num_shares, threshold, rng=None):
     degree threshold - 1 over the integers mod SHAMIR_PRIME with f(0) = secret.
 
     Any `threshold` shares determine f and so the secret; fewer say nothing about it.
+
+    Taught in notebook 05, section 2 (by hand) and 4.
     """
     if not 1 <= threshold <= num_shares:
         raise ValueError(f"need 1 <= threshold <= num_shares, got threshold={threshold}, num_shares={num_shares}")
@@ -154,7 +181,10 @@ def shamir_share(secret, num_shares, threshold, rng=None):
 
 
 def shamir_reconstruct(shares, threshold):
-    """The secret f(0) from at least `threshold` shares (x, y), by Lagrange interpolation at 0."""
+    """The secret f(0) from at least `threshold` shares (x, y), by Lagrange interpolation at 0.
+
+    Taught in notebook 05, section 2 (by hand) and 7.
+    """
     xs = [x for x, _ in shares]
     if len(set(xs)) != len(xs):
         raise ValueError(f"shares must come from distinct points x, got {sorted(xs)}")
@@ -175,7 +205,12 @@ def check_threshold(threshold, num_clients):
     """Require num_clients/2 < threshold <= num_clients.
 
     A majority threshold means two disjoint groups of clients can never both reach it, so a
-    server cannot get a client's secret key from one group and its self-mask seed from another.
+    server cannot get a client's secret key from one group and its self-mask seed from another,
+    as long as no client works with the server. With n_c colluding clients the threshold must
+    exceed (n + n_c) / 2, and the clients must check, with signatures, that all were told the
+    same survivors (Bonawitz et al.); notebook 05, section 7, shows the attack without that.
+
+    Taught in notebook 05, section 7.
     """
     if int(threshold) != threshold or not num_clients / 2 < threshold <= num_clients:
         raise ValueError(f"threshold must be an integer with {num_clients}/2 < threshold <= {num_clients}, "
@@ -188,6 +223,8 @@ class Client:
 
     rng: a numpy Generator for reproducible demos; None draws from the operating system's
     cryptographic source (`secrets`), which is what real keys need.
+
+    Taught in notebook 05, section 3 and 4.
     """
 
     def __init__(self, name, rng=None):
@@ -220,8 +257,8 @@ class Client:
             raise RuntimeError(f"{self.name} already masked an update with these keys; reusing masks "
                                f"reveals the difference of two updates. Make a new Client for each round")
         roster = _roster(public_keys, self.name)
-        encoded = encode_fixed_point(_as_list(update), len(roster), fractional_bits)
-        masked = np.concatenate([e.ravel() for e in encoded])
+        parameters = unflatten(*flatten(update))   # one array, a list of arrays, or a model: a list
+        masked, shapes = flatten(encode_fixed_point(parameters, len(roster), fractional_bits))
         masked += expand_mask(_seed_bytes(self.self_mask_seed), masked.size)
         for other in roster:
             if other != self.name:
@@ -231,7 +268,7 @@ class Client:
                 else:
                     masked -= mask
         self.has_masked = True
-        return _split_like(masked, encoded)
+        return unflatten(masked, shapes)
 
     def reveal_shares(self, arrived):
         """Answer the server once: for each client whose masked update arrived, my share of its
@@ -256,6 +293,8 @@ def unmask_sum(masked_updates, public_keys, revealed, threshold, fractional_bits
     masked_updates: {name: list of uint64 arrays} (from Client.mask_update), public_keys: {name: int}
     for everyone who started the round, revealed: list of Client.reveal_shares answers.
     Returns the decoded float sum of the arrived updates, as a list of arrays.
+
+    Taught in notebook 05, section 4.
     """
     roster, arrived = _roster(public_keys), set(masked_updates)
     check_threshold(threshold, len(roster))
@@ -268,7 +307,7 @@ def unmask_sum(masked_updates, public_keys, revealed, threshold, fractional_bits
         if [a.shape for a in masked_updates[name]] != [a.shape for a in first]:
             raise ValueError(f"{name}'s update has shapes {[a.shape for a in masked_updates[name]]}, "
                              f"{min(arrived)}'s has {[a.shape for a in first]}; all must match")
-    total = ring_sum([np.concatenate([a.ravel() for a in masked_updates[name]]) for name in sorted(arrived)])
+    total = ring_sum([flatten(masked_updates[name])[0] for name in sorted(arrived)])
     for owner in roster:
         kind = "self_mask_seed" if owner in arrived else "secret_key"
         shares = [answer[owner][1] for answer in revealed if owner in answer and answer[owner][0] == kind]
@@ -285,7 +324,7 @@ def unmask_sum(masked_updates, public_keys, revealed, threshold, fractional_bits
                     total -= mask
                 else:
                     total += mask
-    return decode_fixed_point(_split_like(total, first), fractional_bits)
+    return decode_fixed_point(unflatten(total, [a.shape for a in first]), fractional_bits)
 
 
 def secure_sum(updates, threshold=None, drop_out=(), rng=None, fractional_bits=FRACTIONAL_BITS):
@@ -293,7 +332,15 @@ def secure_sum(updates, threshold=None, drop_out=(), rng=None, fractional_bits=F
 
     Clients named in drop_out go offline after the keys and shares are exchanged, before their
     masked update reaches the server. threshold defaults to a bare majority of the clients.
+
+    Taught in notebook 05, section 6.
     """
+    if not isinstance(updates, dict):
+        raise TypeError(f"secure_sum takes a dict {{client name: update}}, got a {type(updates).__name__}; "
+                        f"name each client's update, e.g. secure_sum({{'Bob': bobs_update, 'Alice': alices_update}})")
+    if isinstance(drop_out, str):
+        raise TypeError(f"drop_out is a collection of client names, got the string {drop_out!r}; "
+                        f"write drop_out=[{drop_out!r}]")
     names = sorted(updates)
     if not set(drop_out) <= set(names):
         raise ValueError(f"drop_out names clients not in the round: {sorted(set(drop_out) - set(names))}")
@@ -316,10 +363,12 @@ def weighted_contribution(update, n_examples):
     FedAvg's new model is  global + (sum_k n_k * update_k) / (sum_k n_k):  a sum divided by a sum.
     So each client adds in its weighted update plus its count as one extra number, and the server
     learns both totals without learning any one client's update or count.
+
+    Taught in notebook 05, section 4.
     """
     if not np.isfinite(n_examples) or n_examples < 0:
         raise ValueError(f"n_examples must be a non-negative number, got {n_examples!r}")
-    return [n_examples * np.asarray(part, dtype=np.float64) for part in _as_list(update)] + [
+    return [n_examples * np.asarray(part, dtype=np.float64) for part in unflatten(*flatten(update))] + [
         np.array([float(n_examples)])
     ]
 
@@ -329,6 +378,8 @@ def fedavg_from_sums(global_model, unmasked_sum):
 
     ``unmasked_sum`` is ``[sum of n_k * update_k per parameter..., [sum of n_k]]``; the result is a
     copy of ``global_model`` plus the weighted sum divided by the total count.
+
+    Taught in notebook 05, section 4.
     """
     *weighted_sum, total = unmasked_sum
     parameters = global_model.get_parameters()
@@ -346,15 +397,6 @@ def fedavg_from_sums(global_model, unmasked_sum):
 
 
 # ---------------------------------------------------------------- small helpers
-def _as_list(update):
-    return [np.asarray(a) for a in update] if isinstance(update, (list, tuple)) else [np.asarray(update)]
-
-
-def _split_like(flat, arrays):
-    pieces = np.split(flat, np.cumsum([a.size for a in arrays])[:-1])
-    return [piece.reshape(a.shape) for piece, a in zip(pieces, arrays)]
-
-
 def _roster(public_keys, own_name=None):
     if own_name is not None and own_name not in public_keys:
         raise ValueError(f"{own_name!r} is not among the round's public keys {sorted(public_keys)}")

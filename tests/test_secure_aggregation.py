@@ -331,3 +331,44 @@ def test_fedavg_through_a_secure_sum_equals_fedavg():
         sa.fedavg_from_sums(start, total[:-1] + [np.array([0.0])])
     with pytest.raises(ValueError, match="non-negative"):
         sa.weighted_contribution([np.zeros(3)], -1)
+
+
+def test_secure_sum_given_a_list_says_it_wants_a_dict():
+    with pytest.raises(TypeError, match=r"dict \{client name: update\}"):
+        sa.secure_sum([np.ones(3), np.ones(3), np.ones(3)])
+    with pytest.raises(TypeError, match="drop_out=\\['Bob'\\]"):
+        sa.secure_sum({"Alice": np.ones(3), "Bob": np.ones(3), "Sue": np.ones(3)}, drop_out="Bob")
+
+
+def test_a_model_or_a_list_of_arrays_is_masked_through_federated_flatten():
+    rng = np.random.default_rng(5)
+    updates = {name: [rng.normal(size=(4, 2)), rng.normal(size=3)] for name in ("A", "B", "C")}
+    total, masked = sa.secure_sum(updates, rng=np.random.default_rng(6))
+    assert [part.shape for part in masked["A"]] == [(4, 2), (3,)]
+    for k in range(2):
+        assert np.abs(total[k] - sum(u[k] for u in updates.values())).max() <= 3 * 2.0 ** -33
+
+
+def test_shamir_by_hand_as_notebook_05_writes_it_agrees_with_the_package():
+    # Notebook 05, section 2: a secret rebuilt from two shares with the line's slope.
+    shares = sa.shamir_share(42, num_shares=3, threshold=2, rng=np.random.default_rng(5))
+    for (x1, y1), (x2, y2) in [(shares[0], shares[1]), (shares[0], shares[2]), (shares[1], shares[2])]:
+        slope = (y2 - y1) * pow(x2 - x1, -1, sa.SHAMIR_PRIME) % sa.SHAMIR_PRIME
+        assert (y1 - slope * x1) % sa.SHAMIR_PRIME == 42 == sa.shamir_reconstruct([(x1, y1), (x2, y2)], 2)
+
+
+def test_the_protocol_sequence_diagram_draws_every_message():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from grokfl_helpers import plotting
+
+    fig, ax = plotting.panels(width=8, height=4)
+    messages = [(["Alice", "Bob"], "server", "public keys"), ("server", ["Alice", "Bob"], "all keys"),
+                ("Alice", "Alice", "masks"), ("server", "server", "sum")]
+    plotting.sequence_diagram(["Alice", "Bob", "server"], messages, "a round", steps={0: "1. keys"}, ax=ax)
+    arrows = [child for child in ax.texts if getattr(child, "arrow_patch", None) is not None]
+    assert len(arrows) == 4                                  # 2 senders x 1 + 1 sender x 2 receivers
+    assert ax.get_title() == "a round"
+    assert {"public keys", "all keys", "masks", "sum"} <= {text.get_text() for text in ax.texts}
+    matplotlib.pyplot.close(fig)
