@@ -60,14 +60,16 @@ The accountant
     in the regime that matters (ε of a few units or less) the best order is large enough that the
     integer grid costs almost nothing. For q = 1 any real α > 1 may be passed.
 
-Everything is plain numpy and the standard library; noise comes from a ``np.random.Generator``
-the caller seeds, so a run can be repeated exactly.
+Everything is plain numpy and the standard library. Noise comes from the operating system's secure
+random source unless the caller passes a seeded ``np.random.Generator`` (or ``reproducible=True``
+to ``DPFedAvg``), which the notebooks do only so that their printed numbers repeat exactly.
 """
 
 from __future__ import annotations
 
 import copy
 import math
+import os
 from numbers import Real
 
 import numpy as np
@@ -82,6 +84,8 @@ __all__ = [
     "dp_fedavg_noise_std",
     "dp_fedavg_aggregate",
     "poisson_sample_clients",
+    "secure_gaussian",
+    "format_epsilon",
     "DPFedAvg",
     "rdp_sampled_gaussian",
     "epsilon_from_rdp",
@@ -196,6 +200,8 @@ def update_norm(update) -> float:
 
     ``update`` is one numpy array or a list of them (one per model parameter). The norm is global,
     not per parameter, because the privacy guarantee is about everything one client sends.
+
+    Taught in notebook 07, §2.
     """
     arrays, _ = _as_parameter_list(update, "update")
     return _global_norm(arrays)
@@ -208,6 +214,8 @@ def clip_update(update, clip_norm: float):
     direction and is shrunk to norm ``clip_norm`` exactly: ``update · min(1, S / ‖update‖)``.
     Clipping is what bounds one client's influence on the sum — the sensitivity — to ``S``. It
     accepts, and returns, one array or a list of arrays, whichever it was given.
+
+    Taught in notebook 07, §2.
     """
     clip_norm = _check_clip_norm(clip_norm)
     arrays, single = _as_parameter_list(update, "update")
@@ -218,7 +226,10 @@ def clip_update(update, clip_norm: float):
 
 
 def dp_fedavg_noise_std(clip_norm: float, noise_multiplier: float, expected_clients: float) -> float:
-    """Standard deviation ``z·S/m`` of the Gaussian noise DP-FedAvg adds to each coordinate."""
+    """Standard deviation ``z·S/m`` of the Gaussian noise DP-FedAvg adds to each coordinate.
+
+    Taught in notebook 07, §2.
+    """
     clip_norm = _check_clip_norm(clip_norm)
     noise_multiplier = _check_positive_finite("noise_multiplier", noise_multiplier, allow_zero=True)
     expected_clients = _check_positive_finite("expected_clients", expected_clients)
@@ -226,7 +237,7 @@ def dp_fedavg_noise_std(clip_norm: float, noise_multiplier: float, expected_clie
 
 
 def dp_fedavg_aggregate(updates, *, clip_norm: float, noise_multiplier: float,
-                        expected_clients: float, rng: np.random.Generator):
+                        expected_clients: float, rng: np.random.Generator | None = None):
     """One DP-FedAvg server step: clip each update, sum, divide by ``m``, add N(0, (z·S/m)²) noise.
 
     ``updates``: the updates of the clients sampled this round, each one numpy array or a list of
@@ -243,19 +254,25 @@ def dp_fedavg_aggregate(updates, *, clip_norm: float, noise_multiplier: float,
     itself depend on whether Bob took part.
 
     ``noise_multiplier`` (z) sets the noise relative to the sensitivity: its standard deviation is
-    ``z·S/m`` on every coordinate, drawn from ``rng`` (a seeded ``np.random.Generator``). z = 0
+    ``z·S/m`` on every coordinate. With ``rng=None`` (the default) the noise comes from the
+    operating system's cryptographically secure generator (``secure_gaussian``), as it must in any
+    real use: whoever knows a seed can regenerate the noise and subtract it (notebook 07, §2 shows
+    it). Pass a seeded ``np.random.Generator`` only to make a lesson reproducible. z = 0
     gives clipping without noise (no privacy; useful as a baseline). The accountant turns z, q and
     the number of rounds into (ε, δ): ``dp_fedavg_epsilon``.
 
     Returns the noisy average update, shaped like each input update.
+
+    Taught in notebook 07, §2.
     """
     clip_norm = _check_clip_norm(clip_norm)
     noise_std = dp_fedavg_noise_std(clip_norm, noise_multiplier, expected_clients)
     expected_clients = float(expected_clients)
-    if not isinstance(rng, np.random.Generator):
+    if rng is not None and not isinstance(rng, np.random.Generator):
         raise TypeError(
-            f"rng must be a numpy Generator, e.g. np.random.default_rng(0), so the noise can be "
-            f"reproduced; got {type(rng).__name__}"
+            f"rng must be None (secret noise from the operating system, for real use) or a numpy "
+            f"Generator such as np.random.default_rng(0) (reproducible noise, for lessons only); "
+            f"got {type(rng).__name__}"
         )
     if isinstance(updates, np.ndarray) or not isinstance(updates, (list, tuple)):
         raise TypeError("updates must be a list with one update per sampled client")
@@ -286,9 +303,52 @@ def dp_fedavg_aggregate(updates, *, clip_norm: float, noise_multiplier: float,
         for running, clipped in zip(total, clip_update(arrays, clip_norm)):
             running += clipped
 
-    noisy = [running / expected_clients + rng.normal(0.0, noise_std, size=running.shape)
-             for running in total]
+    draw = (lambda shape: secure_gaussian(shape, noise_std)) if rng is None else \
+        (lambda shape: rng.normal(0.0, noise_std, size=shape))
+    noisy = [running / expected_clients + draw(running.shape) for running in total]
     return noisy[0] if single else noisy
+
+
+def secure_gaussian(shape, std: float) -> np.ndarray:
+    """Gaussian noise N(0, std²) drawn from the operating system's cryptographically secure random
+    source (``os.urandom``), by the Box–Muller transform. Taught in notebook 07, §2.
+
+    numpy's generators are fast and reproducible, which is what a lesson needs and exactly what DP
+    noise must not be: anyone who knows or guesses the seed regenerates the noise and subtracts it.
+    This is the course's default whenever no ``rng`` is passed. It is not everything a production
+    library does: floating-point noise can leak through its low-order bits (Mironov, CCS 2012), which
+    is why libraries such as Google's differential-privacy library or OpenDP sample discrete or
+    carefully rounded noise; the course does not attempt that.
+    """
+    std = _check_positive_finite("std", std, allow_zero=True)
+    shape = tuple(int(size) for size in shape) if isinstance(shape, (tuple, list)) else (int(shape),)
+    n = int(np.prod(shape))
+    if std == 0.0 or n == 0:
+        return np.zeros(shape)
+    pairs = (n + 1) // 2
+    words = np.frombuffer(os.urandom(16 * pairs), dtype=np.uint64).reshape(2, pairs)
+    # 53 random bits -> a uniform number in (0, 1]: never 0, so the logarithm is finite
+    uniform = ((words >> np.uint64(11)).astype(np.float64) + 1.0) / 2.0 ** 53
+    radius = np.sqrt(-2.0 * np.log(uniform[0]))
+    angle = 2.0 * np.pi * uniform[1]
+    normal = np.concatenate([radius * np.cos(angle), radius * np.sin(angle)])[:n]
+    return std * normal.reshape(shape)
+
+
+def format_epsilon(epsilon: float) -> str:
+    """ε as the course prints it: no false precision on a loose bound. Taught in notebook 07, §4.
+
+    ``inf`` for no privacy; whole numbers from 10 up (an ε of 400.57 is a bound so loose that its
+    decimals mean nothing); one decimal from 1 to 10; two below 1.
+    """
+    epsilon = float(epsilon)
+    if math.isnan(epsilon) or epsilon < 0:
+        raise ValueError(f"epsilon must be >= 0, got {epsilon}")
+    if math.isinf(epsilon):
+        return "inf"
+    if epsilon >= 10:
+        return f"{epsilon:.0f}"
+    return f"{epsilon:.1f}" if epsilon >= 1 else f"{epsilon:.2f}"
 
 
 # --------------------------------------------------------------------------- the strategy
@@ -303,20 +363,27 @@ class DPFedAvg(Strategy):
     adds the result to the global model. Run it with Poisson sampling, as the accountant assumes:
     ``run_rounds(..., strategy=DPFedAvg(S, z, expected_clients=q * N), sampling_rate=q)``.
 
+    The noise is secret by default (``secure_gaussian``). ``reproducible=True`` draws it from the
+    round loop's seeded generator instead, so that a lesson prints the same numbers every time; a
+    release made that way protects no one from whoever knows the seed (notebook 07, §2).
+
     Who this protects against: anyone who sees the released models. The server itself adds the
     noise and sees every raw update (central DP); notebook 07 says what protects against it.
     """
 
-    def __init__(self, clip_norm: float, noise_multiplier: float, expected_clients: float):
+    def __init__(self, clip_norm: float, noise_multiplier: float, expected_clients: float, *,
+                 reproducible: bool = False):
         self.clip_norm = _check_clip_norm(clip_norm)
         self.noise_multiplier = _check_positive_finite("noise_multiplier", noise_multiplier, allow_zero=True)
         self.expected_clients = _check_positive_finite("expected_clients", expected_clients)
+        self.reproducible = bool(reproducible)
 
     def aggregate(self, global_model, local_models, sizes, rng):
         updates = [model_update(global_model, local) for local in local_models.values()]
         noisy_average = dp_fedavg_aggregate(updates, clip_norm=self.clip_norm,
                                             noise_multiplier=self.noise_multiplier,
-                                            expected_clients=self.expected_clients, rng=rng)
+                                            expected_clients=self.expected_clients,
+                                            rng=rng if self.reproducible else None)
         new_model = copy.deepcopy(global_model)
         for parameter, change in zip(new_model.get_parameters(), noisy_average):
             parameter.data += change
@@ -325,7 +392,7 @@ class DPFedAvg(Strategy):
 
     def __repr__(self):
         return (f"DPFedAvg(clip_norm={self.clip_norm}, noise_multiplier={self.noise_multiplier}, "
-                f"expected_clients={self.expected_clients})")
+                f"expected_clients={self.expected_clients}, reproducible={self.reproducible})")
 
 
 # --------------------------------------------------------------------------- the accountant
@@ -367,6 +434,8 @@ def rdp_sampled_gaussian(noise_multiplier: float, sampling_rate: float = 1.0,
       Gaussian moments in closed form. The sum runs in log space.
 
     Returns an array with one RDP value (in nats) per order. Multiply by T for T rounds.
+
+    Taught in notebook 07, §3.
     """
     z = _check_positive_finite("noise_multiplier", noise_multiplier, allow_zero=True)
     q = _check_rate(sampling_rate)
@@ -405,6 +474,8 @@ def epsilon_from_rdp(rdp, orders=RDP_ORDERS, delta: float = DEFAULT_DELTA,
     exactly 0 when the RDP is so small that the two distributions are within δ in total variation).
 
     Returns ``(epsilon, best_order)``.
+
+    Taught in notebook 07, §3.
     """
     delta = _check_delta(delta)
     alphas = np.asarray(orders, dtype=np.float64).ravel()
@@ -444,6 +515,8 @@ def dp_fedavg_epsilon(noise_multiplier: float, rounds: int, sampling_rate: float
     ``epsilon_from_rdp``. The result is an upper bound: the true ε of the mechanism may be smaller
     (tighter accountants, e.g. privacy-loss distributions, give somewhat smaller numbers), never
     larger. ``inf`` when z = 0; 0 when rounds = 0 or q = 0.
+
+    Taught in notebook 07, §3.
     """
     if isinstance(rounds, bool) or not isinstance(rounds, (int, np.integer)) or rounds < 0:
         raise ValueError(f"rounds must be a non-negative integer, got {rounds!r}")
@@ -461,6 +534,8 @@ def noise_multiplier_for_epsilon(target_epsilon: float, rounds: int, sampling_ra
 
     Found by bisection on ``dp_fedavg_epsilon``, which falls as z grows; the z returned is
     accurate to 0.1% and errs on the safe side (its ε is at most the target).
+
+    Taught in notebook 07, §2.
     """
     target_epsilon = _check_positive_finite("target_epsilon", target_epsilon)
     if isinstance(rounds, bool) or not isinstance(rounds, (int, np.integer)) or rounds < 1:
@@ -493,6 +568,8 @@ def classic_gaussian_noise_multiplier(epsilon: float, delta: float = DEFAULT_DEL
     ``σ ≥ sqrt(2 ln(1.25/δ)) · Δ / ε`` gives (ε, δ)-DP, but only for 0 < ε < 1. It is the bound
     most courses start from; the accountant above reproduces it (and does better, and keeps
     working over many rounds and with sampling), which the tests check.
+
+    Taught in notebook 07, §3.
     """
     epsilon = _check_positive_finite("epsilon", epsilon)
     delta = _check_delta(delta)

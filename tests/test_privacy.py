@@ -193,12 +193,13 @@ def test_poisson_sampling_takes_each_client_with_probability_q():
 
 def dp_fedavg_round(global_model, clients, participants, *, clip_norm, noise_multiplier, expected_clients, rng):
     return run_round(global_model, clients, participants, rng=rng,
-                     strategy=DPFedAvg(clip_norm, noise_multiplier, expected_clients))
+                     strategy=DPFedAvg(clip_norm, noise_multiplier, expected_clients, reproducible=True))
 
 
 def run_dp_fedavg(model, clients, test, rounds, *, sampling_rate, clip_norm, noise_multiplier, seed=0):
     return run_rounds(model, clients, test, rounds, sampling_rate=sampling_rate, seed=seed,
-                      strategy=DPFedAvg(clip_norm, noise_multiplier, sampling_rate * len(clients)))
+                      strategy=DPFedAvg(clip_norm, noise_multiplier, sampling_rate * len(clients),
+                                        reproducible=True))
 
 
 def _toy_federation(n_clients=4, vocab_size=30, emails=20, seed=0):
@@ -449,3 +450,41 @@ def test_the_module_says_which_relation_and_delta_it_uses():
     doc = privacy.__doc__
     assert "one whole client" in doc and "user-level" in doc
     assert DEFAULT_DELTA == 1e-5 and "1e-5" in doc
+
+
+# --------------------------------------------------------------------------- secret noise
+
+
+def test_noise_is_secret_unless_a_seed_is_asked_for():
+    updates = [[np.zeros((20000, 1))]]
+    first = dp_fedavg_aggregate(updates, clip_norm=1.0, noise_multiplier=1.0, expected_clients=1)
+    second = dp_fedavg_aggregate(updates, clip_norm=1.0, noise_multiplier=1.0, expected_clients=1)
+    assert not np.array_equal(first[0], second[0])          # drawn afresh from the OS each time
+    # mean 0 and std z*S/m = 1, to within what 20,000 draws allow
+    assert abs(first[0].mean()) < 5 / np.sqrt(20000)
+    assert abs(first[0].std() - 1.0) < 0.03
+    seeded = [dp_fedavg_aggregate(updates, clip_norm=1.0, noise_multiplier=1.0, expected_clients=1,
+                                  rng=np.random.default_rng(7))[0] for _ in range(2)]
+    np.testing.assert_array_equal(*seeded)
+
+
+def test_secure_gaussian_has_the_right_shape_and_moments():
+    sample = privacy.secure_gaussian((300, 7), 2.0)
+    assert sample.shape == (300, 7)
+    assert privacy.secure_gaussian(5, 0.0).tolist() == [0.0] * 5
+    big = privacy.secure_gaussian(100001, 3.0)
+    assert big.shape == (100001,) and np.all(np.isfinite(big))
+    assert abs(big.std() - 3.0) < 0.05 and abs(big.mean()) < 0.05
+    # the tails of a normal: about 4.55% beyond 2 standard deviations
+    assert abs(np.mean(np.abs(big) > 6.0) - 0.0455) < 0.004
+
+
+def test_dp_fedavg_strategy_is_secret_by_default():
+    assert not DPFedAvg(1.0, 1.0, 3).reproducible
+    assert DPFedAvg(1.0, 1.0, 3, reproducible=True).reproducible
+
+
+@pytest.mark.parametrize("epsilon, text", [(float("inf"), "inf"), (400.57, "401"), (43.49, "43"),
+                                           (6.61, "6.6"), (2.01, "2.0"), (0.831, "0.83")])
+def test_format_epsilon_shows_no_false_precision(epsilon, text):
+    assert privacy.format_epsilon(epsilon) == text
