@@ -49,10 +49,24 @@ The cache
     max_words, seed or n_test_per_class, so it is cached once, untruncated, in
     data/enron-cache-<key>.npz; the rows for any choice of those parameters are cut from it in a
     fraction of a second, and changing one never forces a rebuild. The key is a hash of
-    CACHE_FORMAT (bumped whenever tokenizing or the cache layout changes) and each archive's name,
-    size and modification time: replacing or touching an archive rebuilds the cache, and a warm
-    load never re-reads the archives. The file is written to a temporary name and renamed, so a
-    half-written cache is never read; any unreadable cache is simply rebuilt.
+    CACHE_FORMAT (bumped whenever tokenizing or the cache layout changes) and each archive's name
+    and content (SHA-256 of its bytes, about 20 ms for all six): an archive replaced by another,
+    even of the same size and modification time, rebuilds the cache; touching one does not. The
+    file is written to a temporary name and renamed, so a half-written cache is never read; any
+    unreadable cache is simply rebuilt.
+
+    The rows of the default split (DEFAULT_SPLIT: max_words 500, seed 12345, 1,000 test emails per
+    class, what every notebook loads) are cached too, in data/enron-rows-<key>.npy, and
+    memory-mapped (copy-on-write) rather than read: every process that loads the corpus (a
+    notebook's kernel, Flower's simulated clients, a deployment's SuperNodes) shares one copy of
+    the 65 MB training matrix in the operating system's page cache instead of building its own.
+    The arrays are plain, writable numpy arrays with the same values; a write stays private to the
+    process that makes it, and never reaches the file.
+
+Bad archives
+    An archive is decompressed in pieces, and one that unpacks to more than MAX_UNPACKED_BYTES
+    (64 MB; the official ones unpack to 9-18 MB) is refused with a DataError before it can fill
+    memory: a crafted 0.3 MB archive can unpack to gigabytes. Nothing is cached from it.
 """
 
 from __future__ import annotations
@@ -65,8 +79,8 @@ import io
 import json
 import os
 import re
+import sys
 import tarfile
-import time
 import urllib.error
 import urllib.request
 import zipfile
@@ -76,6 +90,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+from tqdm import tqdm
 
 OFFICIAL_URL = "http://www2.aueb.gr/users/ion/data/enron-spam/preprocessed/"
 
@@ -99,15 +114,23 @@ DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 DATA_ENV = "GROKFL_DATA"  # a folder holding the archives, never written to
 URL_ENV = "GROKFL_DATA_URL"  # where to download from, instead of OFFICIAL_URL
 DOWNLOAD_TIMEOUT = 30  # seconds without an answer before a download attempt gives up
+MAX_UNPACKED_BYTES = 64_000_000  # an archive that decompresses to more is refused (real ones: 9-18 MB)
+DEFAULT_SPLIT = (500, 12345, 1000)  # (max_words, seed, n_test_per_class) whose rows are memory-mapped
 CACHE_FORMAT = 2  # bump when tokenizing or the cache's layout changes: old caches are rebuilt
 
 
 class DataError(Exception):
-    """The Enron-Spam archives are missing, unreachable or corrupt; the message says what to do."""
+    """The Enron-Spam archives are missing, unreachable or corrupt; the message says what to do.
+
+    Taught in notebook 02, §1.
+    """
 
 
 class SummaryMismatch(NamedTuple):
-    """An archive whose ham or spam count differs from what its own Summary.txt says."""
+    """An archive whose ham or spam count differs from what its own Summary.txt says.
+
+    Taught in notebook 02, §1.
+    """
 
     mailbox: str  # "enron4"
     label: str  # "ham" or "spam"
@@ -131,6 +154,8 @@ class EnronSpam:
     file name): `email_mailbox`, `email_label` (1 = spam, 0 = ham), `email_n_distinct_words`
     (before truncation), `email_n_bytes` (the size of the email's file), `email_file` (the file's
     path inside its archive).
+
+    Taught in notebook 02, §1 (its rows: §2).
     """
 
     vocab: list
@@ -184,12 +209,6 @@ class EnronSpam:
         )
 
 
-def distinct_word_ids(x) -> np.ndarray:
-    """The sorted indices of the words present in one row or many rows, padding (UNK) left out."""
-    ids = np.unique(np.asarray(x))
-    return ids[ids != UNK]
-
-
 def load_enron(
     data_dir=None,
     *,
@@ -207,6 +226,8 @@ def load_enron(
     base_url: where to download missing archives (default: $GROKFL_DATA_URL, else OFFICIAL_URL).
     verbose: print download progress and a few lines the first time the corpus is prepared; a load
     from the cache prints nothing.
+
+    Taught in notebook 02, §1.
     """
     _check_int("max_words", max_words, minimum=1)
     _check_int("seed", seed, minimum=0)
@@ -219,7 +240,10 @@ def load_enron(
     if tokens is None:
         tokens = _prepare(archives, data_dir, verbose)
         _write_cache(tokens, cache_path, key, data_dir, verbose)
-    return _split(tokens, archives, max_words, seed, n_test_per_class)
+    rows_path = None
+    if (max_words, seed, n_test_per_class) == DEFAULT_SPLIT:
+        rows_path = data_dir / f"enron-rows-{key[:16]}.npy"
+    return _split(tokens, archives, max_words, seed, n_test_per_class, rows_path)
 
 
 def ensure_archives(data_dir=None, *, base_url: str | None = None, verbose: bool = True) -> tuple:
@@ -228,15 +252,11 @@ def ensure_archives(data_dir=None, *, base_url: str | None = None, verbose: bool
     Looks in $GROKFL_DATA, then data_dir. A download goes to `<name>.part` (resumed if an earlier
     one was interrupted), is checked, and only then renamed. Any failure raises one DataError that
     names every missing archive's address and the folder to put the files in by hand.
+
+    Taught in notebook 02, §1 (load_enron calls it).
     """
     data_dir = _resolve_data_dir(data_dir)
-    shared_dir = _shared_dir()
-    found = {}
-    for name in ARCHIVE_NAMES:
-        if shared_dir is not None and (shared_dir / name).is_file():
-            found[name] = shared_dir / name
-        elif (data_dir / name).is_file():
-            found[name] = data_dir / name
+    found = _found_archives(data_dir)
     missing = [name for name in ARCHIVE_NAMES if name not in found]
     base_url = base_url or os.environ.get(URL_ENV) or OFFICIAL_URL
     base_url = base_url if base_url.endswith("/") else base_url + "/"
@@ -248,7 +268,29 @@ def ensure_archives(data_dir=None, *, base_url: str | None = None, verbose: bool
     return tuple(found[name] for name in ARCHIVE_NAMES)
 
 
+def find_archives(data_dir=None):
+    """The paths of the six archives if all are already here ($GROKFL_DATA, then data_dir), else
+    None. Never downloads: the tests use it to skip, with a message, where there are no archives.
+
+    Taught in notebook 02, §1 (with load_enron).
+    """
+    found = _found_archives(_resolve_data_dir(data_dir))
+    return tuple(found[name] for name in ARCHIVE_NAMES) if len(found) == len(ARCHIVE_NAMES) else None
+
+
 # --- finding and downloading the archives ---------------------------------------------------------
+
+
+def _found_archives(data_dir: Path) -> dict:
+    """{name: path} of the archives found in $GROKFL_DATA, then in data_dir."""
+    shared_dir = _shared_dir()
+    found = {}
+    for name in ARCHIVE_NAMES:
+        if shared_dir is not None and (shared_dir / name).is_file():
+            found[name] = shared_dir / name
+        elif (data_dir / name).is_file():
+            found[name] = data_dir / name
+    return found
 
 
 def _check_int(name, value, minimum):
@@ -332,32 +374,26 @@ def _fetch_to_part(url: str, part: Path, verbose: bool):
             offset = 0
         length = response.headers.get("Content-Length")
         total = offset + int(length) if length and length.isdigit() else None
-        done, last_shown, name = offset, 0.0, part.name[: -len(".part")]
-        try:
+        done, name = offset, part.name[: -len(".part")]
+        # The bar closes (its last state and a new line) even if the connection breaks.
+        with _progress_bar(f"{'resuming' if resumed else 'downloading'} {name}", total, offset, verbose) as bar:
             with open(part, "ab" if resumed else "wb") as out:
                 while chunk := response.read(1 << 16):
                     out.write(chunk)
                     done += len(chunk)
-                    if verbose and time.monotonic() - last_shown > 0.25:
-                        _show_progress(name, done, total, resumed)
-                        last_shown = time.monotonic()
-        finally:  # the last state of the bar, and a new line, even if the connection broke
-            if verbose:
-                _show_progress(name, done, total, resumed, end="\n")
+                    bar.update(len(chunk))
     if total is not None and done != total:
         raise http.client.IncompleteRead(b"", total - done)
 
 
-def _show_progress(name, done, total, resumed, end=""):
-    """A one-line text progress bar on stdout (stderr output counts as a failure in the course's
-    browser test, and in JupyterLab it looks like an error)."""
-    verb = "resuming" if resumed else "downloading"
-    if total:
-        filled = int(30 * done / total)
-        bar = f"[{'#' * filled}{'.' * (30 - filled)}] {done / total:4.0%} of {total / 1e6:.1f} MB"
-    else:
-        bar = f"{done / 1e6:.1f} MB"
-    print(f"\r{verb} {name} {bar}", end=end, flush=True)
+def _progress_bar(description, total, initial, verbose) -> tqdm:
+    """tqdm's text bar on stdout. Never stderr: the course's tests (nbval, the browser test) count
+    any stderr output as a failure, and JupyterLab shows it as an error. Not tqdm.auto's widget
+    either: that needs ipywidgets, and without it tqdm warns on stderr."""
+    return tqdm(
+        desc=description, total=total, initial=initial, unit="B", unit_scale=True, unit_divisor=1000,
+        file=sys.stdout, mininterval=0.25, ncols=90, ascii=True, disable=not verbose,
+    )
 
 
 def _offline_message(missing, base_url, data_dir, failure) -> str:
@@ -378,9 +414,7 @@ def _read_archive(path: Path, mailbox_index: int):
     1 = spam, ham first, each class sorted by file name. Raises DataError if it is corrupt."""
     mailbox, owner = MAILBOXES[mailbox_index]
     try:
-        # gzip.decompress checks the whole stream (its end marker and CRC), which catches a
-        # truncated download even where tarfile alone would stop early without noticing.
-        archive = tarfile.open(fileobj=io.BytesIO(gzip.decompress(path.read_bytes())), mode="r:")
+        archive = tarfile.open(fileobj=io.BytesIO(_unpack(path)), mode="r:")
         with archive:
             emails, summary = [], None
             for member in archive.getmembers():
@@ -410,6 +444,25 @@ def _read_archive(path: Path, mailbox_index: int):
             mismatches.append(SummaryMismatch(mailbox, label_name, expected[label_name][1], found))
     emails.sort(key=lambda email: (email[0], email[1]))
     return emails, mismatches
+
+
+def _unpack(path: Path, limit: int | None = None) -> bytes:
+    """The decompressed bytes of a .gz file, read in pieces so that no more than `limit` (default
+    MAX_UNPACKED_BYTES) is ever held: a crafted archive cannot fill memory. Reading the whole
+    stream checks its end marker and CRC, which catches a truncated download even where tarfile
+    alone would stop early without noticing."""
+    limit = MAX_UNPACKED_BYTES if limit is None else limit
+    pieces, size = [], 0
+    with gzip.open(path, "rb") as stream:
+        while piece := stream.read(1 << 20):
+            size += len(piece)
+            if size > limit:
+                raise DataError(
+                    f"{path} unpacks to more than {limit / 1e6:.0f} MB, where the official Enron-Spam "
+                    f"archives unpack to 9-18 MB: it is not an official archive, and was not unpacked further"
+                )
+            pieces.append(piece)
+    return b"".join(pieces)
 
 
 def _parse_summary(text: str, path: Path) -> dict:
@@ -495,12 +548,12 @@ def _corrupt_message(path: Path, data_dir: Path, error: DataError) -> str:
 
 
 def _cache_key(archives) -> str:
-    """Hash of the cache format and each archive's name, size and modification time (stat only,
-    so a warm load never reads the archives)."""
+    """Hash of the cache format and each archive's name and content (SHA-256 of its bytes): an
+    archive replaced by another rebuilds the cache, whatever its size and modification time."""
     described = [CACHE_FORMAT]
     for path in archives:
-        stat = path.stat()
-        described.append([path.name, stat.st_size, stat.st_mtime_ns])
+        with open(path, "rb") as archive:
+            described.append([path.name, hashlib.file_digest(archive, "sha256").hexdigest()])
     return hashlib.sha256(json.dumps(described).encode()).hexdigest()
 
 
@@ -520,9 +573,13 @@ def _write_cache(tokens: dict, cache_path: Path, key: str, data_dir: Path, verbo
         if verbose:
             print(f"Could not save the prepared corpus in {data_dir} ({error}); it will be prepared again next time.")
         return
-    for stale in data_dir.glob("enron-cache-*.npz"):
-        if stale != cache_path:
-            stale.unlink(missing_ok=True)
+    ours = {cache_path.name, f"enron-rows-{key[:16]}.npy"}  # the caches of these archives
+    for stale in [*data_dir.glob("enron-cache-*.npz"), *data_dir.glob("enron-rows-*.npy")]:
+        if stale.name not in ours:
+            try:
+                stale.unlink(missing_ok=True)
+            except OSError:  # Windows: still mapped by another process; removed next time
+                pass
 
 
 def _read_cache(cache_path: Path, key: str):
@@ -542,7 +599,34 @@ def _read_cache(cache_path: Path, key: str):
 # --- cutting the rows for one choice of parameters ------------------------------------------------
 
 
-def _split(tokens: dict, archives, max_words: int, seed: int, n_test_per_class: int) -> EnronSpam:
+def _mapped_rows(rows_path, shape):
+    """The rows cached at rows_path, memory-mapped copy-on-write as a plain ndarray, or None if
+    there is no such file or it does not hold int32 rows of this shape (then it is rebuilt)."""
+    if rows_path is None:
+        return None
+    try:
+        mapped = np.load(rows_path, mmap_mode="c", allow_pickle=False)
+    except (OSError, ValueError):
+        return None
+    if mapped.shape != shape or mapped.dtype != np.int32:
+        return None
+    return np.asarray(mapped)  # a plain ndarray view: prints as `array(...)`, shares the mapping
+
+
+def _write_rows(rows_path: Path, x: np.ndarray) -> bool:
+    """Save the rows atomically (temporary file, then rename); False if that is not possible."""
+    temporary = rows_path.with_name(f".{rows_path.name}.{os.getpid()}.tmp")
+    try:
+        with open(temporary, "wb") as out:
+            np.save(out, x, allow_pickle=False)
+        os.replace(temporary, rows_path)
+        return True
+    except OSError:
+        temporary.unlink(missing_ok=True)
+        return False
+
+
+def _split(tokens: dict, archives, max_words: int, seed: int, n_test_per_class: int, rows_path=None) -> EnronSpam:
     offsets = tokens["offsets"]
     lengths = np.diff(offsets)
     email_label = tokens["email_label"].astype(np.int64)
@@ -568,10 +652,19 @@ def _split(tokens: dict, archives, max_words: int, seed: int, n_test_per_class: 
         target = step + np.repeat(np.arange(len(emails)) * max_words - n_before, kept)
         x = np.zeros((len(emails), max_words), dtype=np.int32)
         x.ravel()[target] = tokens["tokens"][source]
-        return x, email_label[emails].astype(np.float64)[:, None], email_mailbox[emails], emails
+        return x
 
-    train_x, train_y, train_mailbox, train_email = rows(train_email)
-    test_x, test_y, test_mailbox, test_email = rows(test_email)
+    # The training rows, then the test rows, in one array: from the memory-mapped cache if there is
+    # one (rows_path), else built here (and saved there for next time).
+    both = np.concatenate([train_email, test_email])
+    x = _mapped_rows(rows_path, (len(both), max_words))
+    if x is None:
+        x = rows(both)
+        if rows_path is not None and _write_rows(rows_path, x):
+            x = _mapped_rows(rows_path, x.shape)
+    train_x, test_x = x[: len(train_email)], x[len(train_email):]
+    train_y, test_y = (email_label[e].astype(np.float64)[:, None] for e in (train_email, test_email))
+    train_mailbox, test_mailbox = email_mailbox[train_email], email_mailbox[test_email]
     vocab = [UNK_WORD] + tokens["vocab_blob"].tobytes().decode("latin-1").split("\n")
     return EnronSpam(
         vocab=vocab,

@@ -24,7 +24,10 @@ def _projection(f, arrays, seed):
 
 
 def numerical_gradients(f, arrays, eps: float = 1e-6, seed: int = 0) -> list[np.ndarray]:
-    """Central-difference gradient of ``sum(f(*tensors) * R)`` with respect to each input array."""
+    """Central-difference gradient of ``sum(f(*tensors) * R)`` with respect to each input array.
+
+    Taught in notebook 01, §3 (gradient_check uses it).
+    """
     arrays = [np.array(a, dtype=np.float64) for a in arrays]
     weights = _projection(f, arrays, seed)
 
@@ -45,7 +48,10 @@ def numerical_gradients(f, arrays, eps: float = 1e-6, seed: int = 0) -> list[np.
 
 
 def autograd_gradients(f, arrays, seed: int = 0) -> list[np.ndarray]:
-    """The same gradients, from ``backward()``."""
+    """The same gradients, from ``backward()``.
+
+    Taught in notebook 01, §3 (gradient_check uses it).
+    """
     arrays = [np.array(a, dtype=np.float64) for a in arrays]
     weights = _projection(f, arrays, seed)
     tensors = [Tensor(a.copy(), autograd=True) for a in arrays]
@@ -54,7 +60,10 @@ def autograd_gradients(f, arrays, seed: int = 0) -> list[np.ndarray]:
 
 
 def relative_error(a: np.ndarray, b: np.ndarray) -> float:
-    """``|a - b| / max(|a| + |b|, tiny)`` over all elements: 0 when they agree, ~1 when unrelated."""
+    """``|a - b| / max(|a| + |b|, tiny)`` over all elements: 0 when they agree, ~1 when unrelated.
+
+    Taught in notebook 01, §3 (gradient_check uses it).
+    """
     a, b = np.ravel(a), np.ravel(b)
     return float(np.linalg.norm(a - b) / max(np.linalg.norm(a) + np.linalg.norm(b), 1e-300))
 
@@ -64,6 +73,8 @@ def gradient_check(f, *arrays, eps: float = 1e-6, seed: int = 0) -> float:
 
     >>> gradient_check(lambda x: x.sigmoid(), np.array([[0.5, -1.0]])) < 1e-6
     True
+
+    Taught in notebook 01, §3.
     """
     numeric = numerical_gradients(f, arrays, eps=eps, seed=seed)
     analytic = autograd_gradients(f, arrays, seed=seed)

@@ -25,17 +25,17 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def _real_archive_dir():
-    """$GROKFL_DATA if set, else the repository's data/ if it holds all six archives, else None."""
-    value = os.environ.get("GROKFL_DATA")
-    candidates = [Path(value), REPO / value] if value else [data.DATA_DIR]
-    for folder in candidates:
-        if all((folder / name).is_file() for name in data.ARCHIVE_NAMES):
-            return folder.resolve()
-    return None
+    """The folder of the six real archives ($GROKFL_DATA, else data/), or None: never downloads."""
+    archives = data.find_archives()
+    return None if archives is None or len({path.parent for path in archives}) != 1 else archives[0].parent
 
 
 REAL_DIR = _real_archive_dir()
-needs_real = pytest.mark.skipif(REAL_DIR is None, reason="the six Enron-Spam archives are not available")
+NO_ARCHIVES = (
+    "the six Enron-Spam archives are not here: set GROKFL_DATA to a folder that holds enron1.tar.gz "
+    "... enron6.tar.gz (or put them in data/) to run the tests on the real corpus"
+)
+needs_real = pytest.mark.skipif(REAL_DIR is None, reason=NO_ARCHIVES)
 
 
 def _listing(folder):
@@ -66,7 +66,7 @@ def clean_environment(monkeypatch):
 def real(tmp_path_factory):
     """The corpus prepared once from the real archives into a temporary cache folder."""
     if REAL_DIR is None:
-        pytest.skip("the six Enron-Spam archives are not available")
+        pytest.skip(NO_ARCHIVES)
     cache_dir = tmp_path_factory.mktemp("enron-cache")
     archives_before = _listing(REAL_DIR)
     printed = io.StringIO()
@@ -182,6 +182,25 @@ def test_parameters_cut_rows_from_the_same_cache(real, real_archives, capsys):
 
 
 @needs_real
+def test_default_rows_are_memory_mapped_and_identical(real, real_archives):
+    """The default split's rows come from data/enron-rows-*.npy, mapped copy-on-write: plain
+    writable arrays, equal to rows built in memory, and a write never reaches the file."""
+    (rows_file,) = real["cache_dir"].glob("enron-rows-*.npy")
+    mapped = load_enron(real["cache_dir"])
+    archives = data.find_archives()
+    tokens = data._read_cache(*real["cache_dir"].glob("enron-cache-*.npz"), data._cache_key(archives))
+    built = data._split(tokens, archives, *data.DEFAULT_SPLIT)  # no rows_path: built in memory
+    for name in ("train_x", "test_x", "train_y", "test_y", "train_mailbox", "test_mailbox", "train_email", "test_email"):
+        a, b = getattr(mapped, name), getattr(built, name)
+        assert type(a) is np.ndarray and a.dtype == b.dtype and np.array_equal(a, b), name
+    assert mapped.train_x.flags.writeable and repr(mapped.train_x[:1, :2]).startswith("array(")
+    before = rows_file.read_bytes()
+    mapped.train_x[0, 0] += 1
+    assert rows_file.read_bytes() == before
+    assert load_enron(real["cache_dir"]).train_x[0, 0] == built.train_x[0, 0]
+
+
+@needs_real
 def test_warm_load_does_not_read_the_archives(real, real_archives, monkeypatch):
     def forbidden(*args):
         raise AssertionError("a warm load read an archive")
@@ -220,14 +239,11 @@ def test_grokfl_data_that_is_not_a_folder(tmp_path, monkeypatch):
         load_enron(tmp_path)
 
 
-def test_distinct_word_ids():
-    rows = np.array([[5, 3, 0, 0], [3, 9, 1, 0]], dtype=np.int32)
-    assert distinct(rows) == [1, 3, 5, 9]
-    assert distinct(rows[0]) == [3, 5]
-
-
-def distinct(x):
-    return data.distinct_word_ids(x).tolist()
+def test_find_archives_never_downloads(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "_download", lambda *args: pytest.fail("find_archives downloaded"))
+    assert data.find_archives(tmp_path) is None
+    folder = fake_archives(tmp_path / "data")
+    assert data.find_archives(folder) == tuple(folder / name for name in data.ARCHIVE_NAMES)
 
 
 # --- tiny fake archives: tokenizing, the cache, corrupt files -------------------------------------
@@ -296,20 +312,57 @@ def test_cache_hit_miss_and_invalidation(tmp_path, monkeypatch, capsys):
     load_enron(folder, n_test_per_class=2, seed=7, max_words=3)
     assert capsys.readouterr().out == ""  # hit, whatever the parameters
 
-    os.utime(folder / "enron3.tar.gz", ns=(10**18, 10**18))  # an archive replaced or touched
+    os.utime(folder / "enron3.tar.gz", ns=(10**18, 10**18))  # touched, not changed: still a hit
     load_enron(folder, n_test_per_class=2)
+    assert capsys.readouterr().out == ""
+
+    # Replaced by another archive of the same size and modification time: the key is the content.
+    stat = (folder / "enron3.tar.gz").stat()
+    write_fake_archive(folder / "enron3.tar.gz", 2, ham=[*FAKE_HAM[:2], b"b a b c d"])
+    assert (folder / "enron3.tar.gz").stat().st_size == stat.st_size, "the test needs two archives of one size"
+    os.utime(folder / "enron3.tar.gz", ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    replaced = load_enron(folder, n_test_per_class=2)
     assert "Preparing" in capsys.readouterr().out
+    assert "d" in replaced.w2i and "d" not in first.w2i
     assert list(folder.glob("enron-cache-*.npz")) != caches and len(list(folder.glob("enron-cache-*.npz"))) == 1
+    write_fake_archive(folder / "enron3.tar.gz", 2)  # back to the original emails
 
     monkeypatch.setattr(data, "CACHE_FORMAT", data.CACHE_FORMAT + 1)  # tokenizing changed
     load_enron(folder, n_test_per_class=2)
     assert "Preparing" in capsys.readouterr().out
 
+    load_enron(folder, n_test_per_class=2)  # warm again
+    assert capsys.readouterr().out == ""
     (cache,) = folder.glob("enron-cache-*.npz")
     cache.write_bytes(b"not a zip file")  # a damaged cache is simply rebuilt
     again = load_enron(folder, n_test_per_class=2)
     assert "Preparing" in capsys.readouterr().out
     assert np.array_equal(again.train_x, first.train_x) and again.vocab == first.vocab
+
+
+def test_rows_cache_of_the_default_split(tmp_path, monkeypatch, capsys):
+    plain = load_enron(fake_archives(tmp_path / "plain"), n_test_per_class=2, verbose=False)  # in memory
+    assert not list((tmp_path / "plain").glob("enron-rows-*"))
+    monkeypatch.setattr(data, "DEFAULT_SPLIT", (500, 12345, 2))  # fake archives hold 3 emails a class
+    folder = fake_archives(tmp_path / "mapped")
+    first = load_enron(folder, n_test_per_class=2)
+    (rows_file,) = folder.glob("enron-rows-*.npy")
+    again = load_enron(folder, n_test_per_class=2)  # mapped from the file
+    for corpus in (first, again):
+        assert np.array_equal(corpus.train_x, plain.train_x) and np.array_equal(corpus.test_x, plain.test_x)
+    other = load_enron(folder, n_test_per_class=2, seed=1)  # another split: built in memory, not saved
+    assert list(folder.glob("enron-rows-*.npy")) == [rows_file] and not np.array_equal(other.train_email, first.train_email)
+
+    rows_file.write_bytes(b"damaged")  # a damaged rows file is rebuilt
+    assert np.array_equal(load_enron(folder, n_test_per_class=2).train_x, plain.train_x)
+    assert np.load(rows_file).shape == (len(plain.train_x) + len(plain.test_x), 500)
+
+    write_fake_archive(folder / "enron2.tar.gz", 1, ham=[*FAKE_HAM[:2], b"x y z"])  # other archives
+    capsys.readouterr()
+    load_enron(folder, n_test_per_class=2)
+    assert "Preparing" in capsys.readouterr().out
+    assert [path.name for path in folder.glob("enron-rows-*.npy")] != [rows_file.name]  # the old ones removed
+    assert len(list(folder.glob("enron-rows-*.npy"))) == 1 and not list(folder.glob(".*tmp"))
 
 
 def test_summary_mismatch_is_recorded_not_fatal(tmp_path, capsys):
@@ -338,6 +391,45 @@ def test_corrupt_archive_in_grokfl_data_is_only_reported(tmp_path, monkeypatch):
     with pytest.raises(DataError, match=r"(?s)enron5\.tar\.gz cannot be read.*read-only.*left there"):
         load_enron(tmp_path / "data", n_test_per_class=2, verbose=False)
     assert _listing(shared) == before
+
+
+def write_bomb(path, unpacked_bytes):
+    """A small .tar.gz whose one email unpacks to `unpacked_bytes` zeros (zeros compress 1000:1)."""
+    with tarfile.open(path, "w:gz") as archive:
+        info = tarfile.TarInfo("enron1/ham/0000.enron1.ham.txt")
+        info.size = unpacked_bytes
+        archive.addfile(info, io.BytesIO(bytes(unpacked_bytes)))
+
+
+@pytest.mark.parametrize("where", ["data_dir", "grokfl_data"])
+def test_an_archive_that_unpacks_too_large_is_refused_with_little_memory(tmp_path, monkeypatch, where):
+    import tracemalloc
+
+    monkeypatch.setattr(data, "MAX_UNPACKED_BYTES", 2_000_000)  # the real cap is 64 MB; same code
+    folder = fake_archives(tmp_path / "archives")
+    write_bomb(folder / "enron1.tar.gz", 40_000_000)
+    assert (folder / "enron1.tar.gz").stat().st_size < 100_000  # 40 MB in a small file
+    cache_dir = folder if where == "data_dir" else tmp_path / "cache"
+    if where == "grokfl_data":
+        monkeypatch.setenv("GROKFL_DATA", str(folder))
+    before = _listing(folder)
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError, match=r"enron1\.tar\.gz unpacks to more than 2 MB.*9-18 MB"):
+            load_enron(cache_dir, n_test_per_class=2, verbose=False)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 10_000_000, f"refusing it took {peak / 1e6:.0f} MB"  # not the 40 MB it unpacks to
+    assert not list(cache_dir.glob("enron-cache-*")) and not list(cache_dir.glob(".*tmp")), "nothing half-written"
+    if where == "data_dir":  # set aside like any corrupt archive, so it is not used again
+        assert (folder / "enron1.tar.gz.corrupt").exists() and not (folder / "enron1.tar.gz").exists()
+    else:  # $GROKFL_DATA is read-only
+        assert _listing(folder) == before
+
+
+def test_the_real_cap_is_well_above_the_real_archives():
+    assert data.MAX_UNPACKED_BYTES >= 3 * 18_000_000  # the largest official archive unpacks to ~18 MB
 
 
 @pytest.mark.parametrize(
@@ -444,7 +536,8 @@ def test_download_complete(server, missing_enron1, monkeypatch, capsys):
     assert paths[1:] == tuple(missing_enron1.parent / "shared" / name for name in data.ARCHIVE_NAMES[1:])
     assert _listing(missing_enron1) == ["enron1.tar.gz"]
     out = capsys.readouterr()
-    assert "downloading enron1.tar.gz" in out.out and "100% of 1.8 MB" in out.out and out.err == ""
+    # tqdm's text bar, on stdout only (stderr would fail nbval and the browser test)
+    assert "downloading enron1.tar.gz: 100%" in out.out and "1.77M/1.77M" in out.out and out.err == ""
     assert server.requests == [("/files/enron1.tar.gz", None)]
     data.ensure_archives(missing_enron1)  # present now: no second download
     assert len(server.requests) == 1

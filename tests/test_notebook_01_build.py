@@ -1,26 +1,17 @@
 """Notebook 01 builds a Tensor cell by cell (the cells tagged "build"); this proves that what it
 builds gives the same values and gradients as the package's grokfl_helpers.tensor."""
 
-from pathlib import Path
-
-import nbformat
 import numpy as np
 import pytest
 
-from grokfl_helpers import tensor
-
-NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "01_tensor_framework.ipynb"
+from grokfl_helpers import notebook_cells, tensor
 
 
 @pytest.fixture(scope="module")
 def built():
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    cells = [c.source for c in nb.cells if c.cell_type == "code" and "build" in c.metadata.get("tags", [])]
-    assert len(cells) >= 5, "notebook 01 should tag the cells that build its Tensor with 'build'"
-    namespace = {"np": np}
-    for source in cells:
-        exec(compile(source, str(NOTEBOOK), "exec"), namespace)
-    return namespace["Tensor"]
+    # The same loader solution 01 uses to continue from these cells.
+    assert len(notebook_cells.build_cells("01")) >= 5, "notebook 01 should tag the cells that build its Tensor with 'build'"
+    return notebook_cells.run_build_cells("01")["Tensor"]
 
 
 rng = np.random.default_rng(3)
@@ -54,3 +45,17 @@ def test_notebook_tensor_agrees_with_package(built, name):
             assert mine.grad is None or not np.any(mine.grad)
         else:
             np.testing.assert_allclose(mine.grad, theirs.grad.data, rtol=1e-12)
+
+
+def test_the_loader_says_what_is_wrong(tmp_path):
+    with pytest.raises(FileNotFoundError, match="expected one notebook 99_"):
+        notebook_cells.run_build_cells("99")
+    with pytest.raises(TypeError, match="a number such as '01'"):
+        notebook_cells.run_build_cells(1.0)
+    empty = tmp_path / "empty.ipynb"
+    empty.write_text('{"cells": [{"cell_type": "code", "metadata": {}, "source": "x = 1"}]}')
+    with pytest.raises(ValueError, match="no code cells tagged 'build'"):
+        notebook_cells.run_build_cells(empty)
+    namespace = {}
+    empty.write_text('{"cells": [{"cell_type": "code", "metadata": {"tags": ["build"]}, "source": ["x = ", "1"]}]}')
+    assert notebook_cells.run_build_cells(empty, namespace) is namespace and namespace["x"] == 1
