@@ -33,7 +33,10 @@ _EVAL_BATCH = 4000  # emails per forward pass when only predicting (bounds memor
 
 
 def new_spam_model(vocab_size: int) -> Embedding:
-    """The book's starting point: ``Embedding(vocab_size, 1)`` with every weight at zero."""
+    """The book's starting point: ``Embedding(vocab_size, 1)`` with every weight at zero.
+
+    Taught in notebook 02, §3.
+    """
     model = Embedding(vocab_size=vocab_size, dim=1, rng=0)
     model.weight.data[...] = 0.0
     return model
@@ -56,14 +59,20 @@ def _score(model: Embedding, X: np.ndarray) -> Tensor:
 
 
 def predict(model: Embedding, X) -> np.ndarray:
-    """Spam probability of every email in ``X`` (shape ``(n_emails,)``)."""
+    """Spam probability of every email in ``X`` (shape ``(n_emails,)``).
+
+    Taught in notebook 02, §3.
+    """
     X, _ = _check_inputs(model, X)
     parts = [_score(model, X[i:i + _EVAL_BATCH]).data[:, 0] for i in range(0, len(X), _EVAL_BATCH)]
     return np.concatenate(parts) if parts else np.zeros(0)
 
 
 def accuracy(model: Embedding, X, y) -> float:
-    """Fraction of emails whose predicted label (spam if p > 0.5) matches ``y``."""
+    """Fraction of emails whose predicted label (spam if p > 0.5) matches ``y``.
+
+    Taught in notebook 02, §3.
+    """
     X, y = _check_inputs(model, X, y)
     if len(X) == 0:
         raise ValueError("accuracy of an empty set of emails is undefined")
@@ -71,16 +80,27 @@ def accuracy(model: Embedding, X, y) -> float:
 
 
 def mean_squared_error(model: Embedding, X, y) -> float:
-    """The training loss, averaged per email."""
+    """The training loss, averaged per email.
+
+    Taught in notebook 02, §3 (the loss train minimizes).
+    """
     X, y = _check_inputs(model, X, y)
     return float(((predict(model, X) - y[:, 0]) ** 2).mean())
 
 
-def train(model: Embedding, X, y, batch_size: int = 500, epochs: int = 1, alpha: float = 0.01) -> Embedding:
+def train(model: Embedding, X, y, batch_size: int = 500, epochs: int = 1, alpha: float = 0.01,
+          gradient_correction: Callable | None = None) -> Embedding:
     """Train ``model`` in place on emails ``X`` with labels ``y`` (1 = spam) and return it.
 
     One epoch is one pass over ``X`` in order, in batches of ``batch_size``: forward, squared error
     summed over the batch, backward, ``SGD`` step, ``<unk>`` row back to zero.
+
+    ``gradient_correction(parameters)``, if given, is called after every backward pass and before
+    the SGD step, with the model's parameters; it may add to their ``grad.data`` in place. FedProx's
+    proximal gradient and SCAFFOLD's control variates are such corrections (notebook 09). Without
+    one, training is exactly as before.
+
+    Taught in notebook 02, §3.
     """
     X, y = _check_inputs(model, X, y)
     if batch_size < 1 or epochs < 0:
@@ -92,6 +112,8 @@ def train(model: Embedding, X, y, batch_size: int = 500, epochs: int = 1, alpha:
             pred = _score(model, X[start:start + batch_size])
             loss = criterion.forward(pred, Tensor(y[start:start + batch_size]))
             loss.backward()
+            if gradient_correction is not None:
+                gradient_correction(optim.parameters)
             optim.step()
             keep_padding_zero(model)
     return model
