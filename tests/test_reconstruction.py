@@ -122,6 +122,29 @@ def test_every_member_has_all_of_its_words_moved():
         assert attacks.share_of_words_moved(update, outsider)[0] < 1.0
 
 
+def test_notebook_tie_break_never_ranks_a_partial_email_above_a_whole_one(corpus):
+    # Notebook 10 §3 scores "share of words moved + 1e-3 x signed projection": the projection only
+    # breaks ties. On real updates (one client of 100 emails, and the average of 10 such clients,
+    # from the notebook's global model) the tie break stays below 1e-3, and an email has at most
+    # 500 words, so a share below 1 is at most 1 - 1/500: the tie break never lifts an email with a
+    # word that did not move above one whose words all moved.
+    global_model = training.train(training.new_spam_model(len(corpus.vocab)), corpus.train_x[:5000],
+                                  corpus.train_y[:5000])
+    clients = [(corpus.train_x[5000 + 100 * i:5100 + 100 * i], corpus.train_y[5000 + 100 * i:5100 + 100 * i])
+               for i in range(10)]
+    one = one_step_update(global_model, *clients[0])
+    average = sum(one_step_update(global_model, X, y) for X, y in clients) / 10
+    X, y = corpus.train_x[5000:8000], corpus.train_y[5000:8000]
+    assert ((X != 0).sum(axis=1) <= 500).all()
+    for update in [one, average]:
+        share = attacks.share_of_words_moved(update, X)
+        tie_break = 1e-3 * attacks.membership_score_from_update(update, X, y)
+        assert np.abs(tie_break).max() < 1e-3, "the tie break is smaller than 1e-3"
+        score = share + tie_break
+        assert (share == 1.0).any() and (share < 1.0).any()
+        assert score[share == 1.0].min() > score[share < 1.0].max()
+
+
 def test_roc_and_tpr_at_fpr_by_hand():
     members, others = [3.0, 2.0, 0.5], [1.0, 0.0, -1.0, -2.0]
     fpr, tpr = attacks.roc_curve(members, others)
