@@ -198,7 +198,7 @@ def train_locally(global_model, clients: dict, *, epochs: int = 1, batch_size: i
 
 class Strategy:
     """One round's two halves, as Flower's ``Strategy`` has them: what each client does with the
-    global model, and how the server combines what comes back. Taught in notebook 03, §6.
+    global model, and how the server combines what comes back. Taught in notebook 03, §3.
 
     ``run_rounds`` is the one round loop of the course; every algorithm is a ``Strategy`` passed to
     it: ``FedAvg`` here, ``privacy.DPFedAvg`` (notebook 07), the robust aggregators of notebook 11,
@@ -292,7 +292,7 @@ def run_round(global_model, clients: dict, participants, *, strategy: Strategy |
               alpha: float = 0.01, task=None):
     """One round of the loop: the new global model (``global_model`` is left unchanged).
 
-    Taught in notebook 03, §6. Each of ``participants`` (names in ``clients``, each at most once)
+    Taught in notebook 03, §3 (one round of the loop; notebooks 07 and 08 call it on their own). Each of ``participants`` (names in ``clients``, each at most once)
     runs ``strategy.train_client``; ``strategy.aggregate`` combines their models (``FedAvg()`` by
     default); ``task.fix`` then keeps the padding row at zero. With no participants nothing is
     released and a copy of ``global_model`` comes back.
@@ -331,7 +331,7 @@ def run_rounds(
     alpha: float = 0.01,
     evaluate_on: dict | None = None,
     task=None,
-    seed: int = 0,
+    seed: int | None = 0,
     on_round=None,
 ) -> History:
     """The course's one round loop: ``rounds`` rounds of federated training from ``model`` (left
@@ -351,7 +351,9 @@ def run_rounds(
        ``on_round(round_number, global_model)`` is called if given.
 
     One ``np.random.default_rng(seed)`` draws who takes part and whatever the strategy draws (DP's
-    noise), in that order, so a run repeats exactly. ``task`` says how to train and evaluate the
+    noise), in that order, so a run repeats exactly. A printed seed makes the sampling predictable
+    to anyone who reads it, which the DP accountant's amplification by sampling does not allow:
+    ``seed=None`` draws a fresh seed from the operating system's entropy instead (notebook 07, §2). ``task`` says how to train and evaluate the
     model: ``training.SPAM_TASK`` by default.
     """
     if isinstance(rounds, bool) or not isinstance(rounds, (int, np.integer)) or rounds < 1:

@@ -16,7 +16,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.ticker import MaxNLocator, PercentFormatter, StrMethodFormatter
 
-__all__ = ["COLORS", "panels", "line_plot", "bar_plot", "grouped_bar_plot", "histogram", "matrix_plot"]
+__all__ = ["COLORS", "panels", "line_plot", "bar_plot", "grouped_bar_plot", "dot_plot", "histogram",
+           "matrix_plot", "sequence_diagram", "scoreboard_heatmap", "scatter_plot"]
 
 # One color per role, the same in every notebook (colour-blind-safe Okabe–Ito palette).
 COLORS = {
@@ -66,7 +67,10 @@ def _course_style():
 
 
 def panels(nrows: int = 1, ncols: int = 1, width: float | None = None, height: float | None = None):
-    """A figure with ``nrows x ncols`` axes in the course's style: ``fig, axes = panels(1, 2)``."""
+    """A figure with ``nrows x ncols`` axes in the course's style: ``fig, axes = panels(1, 2)``.
+
+    Taught in notebook 01, §5, where it is first used.
+    """
     w = width or STYLE["figure.figsize"][0] * (1 if ncols == 1 else 0.75 * ncols)
     h = height or STYLE["figure.figsize"][1] * nrows
     with _course_style():
@@ -90,7 +94,11 @@ def _label(ax, title, xlabel, ylabel, percent, legend, value_axis="y", percent_d
         ax.set_ylabel(ylabel)
         if percent:
             formatter = PercentFormatter(1.0, decimals=percent_decimals)
-            (ax.xaxis if value_axis == "x" else ax.yaxis).set_major_formatter(formatter)
+            axis = ax.xaxis if value_axis == "x" else ax.yaxis
+            axis.set_major_formatter(formatter)
+            if percent_decimals == 0 and axis.get_scale() == "linear":
+                # whole-percent labels need whole-percent ticks: no 2.5% steps shown rounded ("98%" at 97.5%)
+                axis.set_major_locator(MaxNLocator(steps=[1, 2, 5, 10]))
         if legend:
             ax.legend()
         for side in ("top", "right"):
@@ -105,13 +113,20 @@ def _color(label, i):
 def line_plot(series: dict, title: str, xlabel: str, ylabel: str, *, percent: bool = False,
               hlines: dict | None = None, integer_x: bool = True, logx: bool = False, logy: bool = False,
               xticks=None, ylim=None, colors: dict | None = None, percent_decimals: int | None = None,
-              ax=None) -> None:
+              markers: bool = True, linestyles: dict | None = None, ax=None) -> None:
     """One line per entry of ``series``: ``{label: y}`` (x = 1, 2, …) or ``{label: (x, y)}``.
+
+    ``markers=False`` draws smooth curves (a density, a function on a fine grid) without a dot at
+    every point.
 
     ``hlines={label: y}`` draws dashed reference lines (a target, the centralized result);
     ``xticks=[1, 10, 100, 1000]`` puts ticks exactly there, labelled with thousands separators
     (useful with ``logx=True``, which would otherwise label powers of ten). ``colors={label:
     colour}`` overrides the course's colours; ``percent_decimals`` fixes the digits of percent ticks.
+    ``linestyles={label: "--"}`` draws those lines dashed (or ``":"``, ``"-."``; solid by default),
+    e.g. one colour per method and one line style per setting (notebook 10, §3).
+
+    Taught in notebook 01, §5, where it is first used.
     """
     ax = _axes(ax)
     with _course_style():
@@ -122,7 +137,8 @@ def line_plot(series: dict, title: str, xlabel: str, ylabel: str, *, percent: bo
                 y = values
                 x = np.arange(1, len(y) + 1)
             color = (colors or {}).get(label) or _color(label, i)
-            ax.plot(x, y, marker="o", markersize=4, linewidth=1.8, label=label, color=color)
+            ax.plot(x, y, marker="o" if markers else None, markersize=4, linewidth=1.8, label=label, color=color,
+                    linestyle=(linestyles or {}).get(label, "-"))
         for j, (label, y) in enumerate((hlines or {}).items()):
             color = COLORS.get(label, _GREYS[j % len(_GREYS)])
             ax.axhline(y, linestyle="--", linewidth=1.2, color=color, label=label)
@@ -146,7 +162,10 @@ def bar_plot(labels, values, title: str, xlabel: str, ylabel: str, *, horizontal
              log: bool = False, ax=None) -> None:
     """One bar per label. ``annotate`` is a format such as ``"{:.1%}"`` written on each bar;
     ``lines={label: value}`` draws dashed reference lines across the bars (a bar to clear);
-    ``log=True`` puts the values on a logarithmic scale."""
+    ``log=True`` puts the values on a logarithmic scale.
+
+    Taught in notebook 01, §4, where it is first used.
+    """
     ax = _axes(ax)
     labels = [str(label) for label in labels]
     with _course_style():
@@ -181,11 +200,15 @@ def bar_plot(labels, values, title: str, xlabel: str, ylabel: str, *, horizontal
 
 def grouped_bar_plot(groups, series: dict, title: str, xlabel: str, ylabel: str, *, percent: bool = False,
                      stacked: bool = False, annotate: str | None = None, legend_loc: str = "best",
-                     colors: dict | None = None, ax=None) -> None:
+                     colors: dict | None = None, percent_decimals: int | None = None, ax=None) -> None:
     """Bars for several series per group: ``series={"ham": [...], "spam": [...]}`` over ``groups``.
     ``legend_loc`` is matplotlib's legend location (e.g. ``"lower center"``) if bars hide the legend;
     ``colors={label: colour}`` overrides the course's colours (series that are not Bob, Alice, Sue,
-    spam or ham take neutral colours by default, so they are not mistaken for them)."""
+    spam or ham take neutral colours by default, so they are not mistaken for them);
+    ``percent_decimals`` fixes the digits of percent ticks.
+
+    Taught in notebook 02, §1, where it is first used.
+    """
     ax = _axes(ax)
     groups = [str(g) for g in groups]
     x = np.arange(len(groups))
@@ -208,7 +231,7 @@ def grouped_bar_plot(groups, series: dict, title: str, xlabel: str, ylabel: str,
         ax.grid(False, axis="x")
         if not percent and (bottom.max() if stacked else max(np.max(v) for v in series.values())) >= 1000:
             ax.yaxis.set_major_formatter(StrMethodFormatter("{x:,.0f}"))
-    _label(ax, title, xlabel, ylabel, percent, legend=False)
+    _label(ax, title, xlabel, ylabel, percent, legend=False, percent_decimals=percent_decimals)
     if n > 1:
         with _course_style():
             ax.legend(loc=legend_loc, frameon=legend_loc != "best", framealpha=1)
@@ -221,7 +244,10 @@ def histogram(values, title: str, xlabel: str, ylabel: str, *, bins=50, logx: bo
 
     ``vlines={label: x}`` marks positions (a threshold, a limit) with dashed lines in shades of grey,
     so they never look like one of the data sets. ``logx=True`` spaces the bins logarithmically
-    (give ``bins`` as a number); ``xticks`` as in ``line_plot``."""
+    (give ``bins`` as a number); ``xticks`` as in ``line_plot``.
+
+    Taught in notebook 02, §2, where it is first used.
+    """
     ax = _axes(ax)
     sets = values if isinstance(values, dict) else {label or "": values}
     if logx and np.isscalar(bins):
@@ -251,7 +277,10 @@ def histogram(values, title: str, xlabel: str, ylabel: str, *, bins=50, logx: bo
 
 def matrix_plot(matrix, row_labels, col_labels, title: str, xlabel: str, ylabel: str, *,
                 fmt: str = "{:,.0f}", cmap: str = "Blues", ax=None) -> None:
-    """A small matrix (a confusion matrix) as coloured cells with their numbers written in."""
+    """A small matrix (a confusion matrix) as coloured cells with their numbers written in.
+
+    Taught in notebook 02, §4, where it is first used.
+    """
     ax = _axes(ax)
     matrix = np.asarray(matrix)
     with _course_style():
@@ -265,3 +294,225 @@ def matrix_plot(matrix, row_labels, col_labels, title: str, xlabel: str, ylabel:
                     color="white" if v > threshold else "black", fontsize=11)
     _label(ax, title, xlabel, ylabel, percent=False, legend=False)
     ax.grid(False)
+
+
+def dot_plot(groups, series: dict, title: str, xlabel: str, ylabel: str, *, percent: bool = False,
+             percent_decimals: int | None = None, ylim=None, log: bool = False, annotate: str | None = None,
+             legend_loc: str = "outside", colors: dict | None = None, ax=None) -> None:
+    """A dot per series and group, ``series={"alone": [...], "federated": [...]}`` over ``groups``:
+    grouped_bar_plot's data as points, for an axis that does not start at zero (``ylim``, ``log``).
+
+    A bar's length is read as its value, so a bar chart must start at 0; dots can be zoomed in until
+    differences of a point or two are visible. The dots of one group are joined by a thin grey line.
+    ``annotate`` (e.g. ``"{:.1%}"``) writes each value beside its dot; ``legend_loc="outside"`` puts
+    the legend to the right of the axes, where it hides no data (or any matplotlib location).
+
+    Taught in notebook 03, §4, where it is first used.
+    """
+    ax = _axes(ax)
+    groups = [str(g) for g in groups]
+    x = np.arange(len(groups))
+    n = len(series)
+    offsets = (np.arange(n) - (n - 1) / 2) * min(0.25, 0.6 / max(n, 1))
+    values = {label: np.asarray(v, dtype=float) for label, v in series.items()}
+    with _course_style():
+        if n > 1:  # join the dots of one group, so the eye reads the difference
+            stacked = np.array(list(values.values()))
+            for g in range(len(groups)):
+                ax.plot(x[g] + offsets, stacked[:, g], color="#BBBBBB", linewidth=1.0, zorder=1)
+        for i, (label, v) in enumerate(values.items()):
+            color = (colors or {}).get(label) or COLORS.get(label) or _SERIES[i % len(_SERIES)]
+            ax.plot(x + offsets[i], v, linestyle="none", marker="o", markersize=7, label=label, color=color,
+                    zorder=3)
+            if annotate:
+                for xi, vi in zip(x + offsets[i], v):
+                    ax.annotate(annotate.format(vi), (xi, vi), xytext=(4 if i == n - 1 else -4, 0),
+                                textcoords="offset points", fontsize=8, va="center",
+                                ha="left" if i == n - 1 else "right")
+        ax.set_xticks(x, groups)
+        ax.set_xlim(-0.6, len(groups) - 0.4)
+        ax.grid(False, axis="x")
+        if log:
+            ax.set_yscale("log")
+        if ylim is not None:
+            ax.set_ylim(*ylim)
+    _label(ax, title, xlabel, ylabel, percent, legend=False, percent_decimals=percent_decimals)
+    if n > 1:
+        with _course_style():
+            if legend_loc == "outside":
+                ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+            else:
+                ax.legend(loc=legend_loc, frameon=True, framealpha=1)
+
+
+def sequence_diagram(parties, messages, title: str, *, steps: dict | None = None, ax=None) -> None:
+    """Who sends what to whom, in order: a protocol's sequence diagram. Taught in notebook 05.
+
+    ``parties``: names left to right, each with a lifeline. ``messages``: a list of
+    ``(senders, receivers, text)``, each a name or a list of names; every sender gets an arrow to
+    every receiver, and the row gets one label. A message whose receivers are its senders is drawn
+    as a note on their lifelines (something each computes alone). ``steps={index of a message:
+    "step name"}`` starts a shaded band, labelled on the left, at that message."""
+    ax = _axes(ax)
+    parties = [str(p) for p in parties]
+    x = {name: i for i, name in enumerate(parties)}
+    rows = len(messages)
+    as_list = lambda names: [names] if isinstance(names, str) else list(names)   # noqa: E731
+    with _course_style():
+        ax.set_xlim(-1.6, len(parties) - 0.4)
+        ax.set_ylim(rows + 0.2, -1.3)
+        ax.axis("off")
+        ax.set_title(title)
+        for name, i in x.items():
+            color = COLORS.get(name, "#555555")
+            ax.plot([i, i], [-0.6, rows], color=color, linewidth=1, linestyle=(0, (3, 3)), zorder=0)
+            ax.text(i, -0.85, name, ha="center", va="center", fontsize=10, fontweight="bold", color="white",
+                    bbox=dict(boxstyle="round,pad=0.35", facecolor=color, edgecolor="none"))
+        band_starts = sorted((steps or {}).items())
+        for j, (start, name) in enumerate(band_starts):
+            end = band_starts[j + 1][0] if j + 1 < len(band_starts) else rows
+            if j % 2 == 0:
+                ax.axhspan(start, end, color="#F2F2F2", zorder=-1)
+            ax.text(-1.55, (start + end) / 2, name, ha="left", va="center", fontsize=8.5, color="#333333",
+                    fontstyle="italic")
+        for row, (senders, receivers, text) in enumerate(messages):
+            senders, receivers = as_list(senders), as_list(receivers)
+            if receivers == senders:
+                for sender in senders:
+                    ax.text(x[sender], row + 0.5, text, ha="center", va="center", fontsize=7.5,
+                            bbox=dict(boxstyle="round,pad=0.25", facecolor="#FFFBE6", edgecolor="#BBBBBB"))
+                continue
+            pairs = [(s, r) for s in senders for r in receivers if s != r]
+            for k, (sender, receiver) in enumerate(pairs):
+                y = row + 0.62 + (k - (len(pairs) - 1) / 2) * min(0.1, 0.3 / max(len(pairs), 1))
+                ax.annotate("", xy=(x[receiver], y), xytext=(x[sender], y),
+                            arrowprops=dict(arrowstyle="-|>", color=COLORS.get(sender, "#555555"),
+                                            linewidth=1.2, shrinkA=1, shrinkB=1))
+            ends = [x[name] for name in senders + receivers]
+            ax.text((min(ends) + max(ends)) / 2, row + 0.42, text, ha="center", va="bottom", fontsize=8,
+                    color="#222222", bbox=dict(facecolor="white", edgecolor="none", pad=0.5, alpha=0.85))
+
+
+def scoreboard_heatmap(values, texts, row_labels, col_labels, title: str, *, row_scales, unmeasured=None,
+                       reasons=None, footnote: str | None = None, ax=None) -> None:
+    """A grid of numbers with one colour scale per row: the course's scoreboard. Taught in notebook 13.
+
+    ``values`` (rows x columns, nan where there is no number) sets each cell's colour, ``texts`` is
+    written in it. ``row_scales``: one ``(low, high, colormap, log)`` per row — each row (each
+    attack, each cost) is coloured on its own scale, so a percentage and a number of seconds are
+    never compared by colour. Cells where ``unmeasured`` is true are drawn grey and hatched, with
+    ``reasons[i][j]`` (a few words) written in them instead of a number. Columns are the x axis
+    (defenses), rows the y axis (attacks); the labels say so.
+    """
+    from matplotlib import colormaps
+    from matplotlib.colors import LogNorm, Normalize
+    from matplotlib.patches import Rectangle
+
+    values = np.asarray(values, dtype=float)
+    n_rows, n_cols = values.shape
+    if len(row_scales) != n_rows or len(row_labels) != n_rows or len(col_labels) != n_cols:
+        raise ValueError(f"a {n_rows} x {n_cols} grid needs {n_rows} row labels and scales and {n_cols} column labels")
+    unmeasured = np.zeros(values.shape, bool) if unmeasured is None else np.asarray(unmeasured, bool)
+    ax = ax if ax is not None else panels(width=max(8.0, 1.05 * n_cols + 3), height=max(4.0, 0.62 * n_rows + 2))[1]
+    with _course_style():
+        for i in range(n_rows):
+            low, high, cmap, log = row_scales[i]
+            norm = LogNorm(low, high, clip=True) if log else Normalize(low, high, clip=True)
+            for j in range(n_cols):
+                if unmeasured[i, j] or not np.isfinite(values[i, j]):
+                    ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, facecolor="#E6E6E6", edgecolor="#9E9E9E",
+                                           hatch="///", linewidth=0.0))
+                    label = (reasons[i][j] if reasons is not None else "") if unmeasured[i, j] else texts[i][j]
+                    ax.text(j, i, label, ha="center", va="center", fontsize=6.5, color="#333333", wrap=True)
+                    continue
+                shade = float(norm(values[i, j]))
+                colour = colormaps[cmap](0.08 + 0.8 * shade)
+                ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, facecolor=colour, edgecolor="white", linewidth=1.0))
+                luminance = 0.2126 * colour[0] + 0.7152 * colour[1] + 0.0722 * colour[2]
+                ax.text(j, i, texts[i][j], ha="center", va="center", fontsize=8.5,
+                        color="white" if luminance < 0.5 else "black")
+        ax.set_xlim(-0.5, n_cols - 0.5)
+        ax.set_ylim(n_rows - 0.5, -0.5)
+        ax.set_xticks(range(n_cols), col_labels, rotation=35, ha="right")
+        ax.set_yticks(range(n_rows), row_labels)
+        ax.tick_params(length=0)
+        for side in ("left", "bottom"):
+            ax.spines[side].set_visible(False)
+        if footnote:
+            ax.annotate(footnote, (0, 0), xycoords="figure fraction", xytext=(6, 4), textcoords="offset points",
+                        fontsize=7.5, color="#444444", va="bottom")
+    _label(ax, title, "defense", "attack (and who runs it), then what the defense costs", percent=False, legend=False)
+    ax.grid(False)
+
+
+def scatter_plot(points: dict, title: str, xlabel: str, ylabel: str, *, percent_x: bool = False,
+                 percent_y: bool = False, logy: bool = False, colors: dict | None = None,
+                 reference: dict | None = None, xlim=None, ylim=None, ax=None) -> None:
+    """One point per entry of ``points={label: (x, y)}``: a trade-off. Taught in notebook 13, §7.
+
+    The points take the left part of the axes; each is named in a column of labels on the right,
+    joined to it by a thin line, so that names never overlap; points that coincide share one label
+    ("FedAvg, FedProx").
+    ``reference={label: y}`` draws dashed horizontal lines (in the legend); ``logy`` a log y axis.
+    """
+    from matplotlib.ticker import PercentFormatter as _Percent
+
+    ax = _axes(ax)
+    merged: dict = {}
+    for label, (x, y) in points.items():
+        for key in merged:
+            if abs(key[0] - x) <= 1e-9 + 1e-6 * abs(x) and abs(key[1] - y) <= 1e-9 + 1e-6 * abs(y):
+                merged[key].append(label)
+                break
+        else:
+            merged[(x, y)] = [label]
+    with _course_style():
+        for i, ((x, y), labels) in enumerate(merged.items()):
+            colour = (colors or {}).get(labels[0]) or _SERIES[i % len(_SERIES)]
+            ax.plot([x], [y], linestyle="none", marker="o", markersize=7, color=colour, zorder=3)
+        for j, (label, y) in enumerate((reference or {}).items()):
+            ax.axhline(y, linestyle="--", linewidth=1.1, color=_GREYS[j % len(_GREYS)], label=label)
+        if logy:
+            ax.set_yscale("log")
+        xs = [key[0] for key in merged]
+        low, high = xlim if xlim is not None else (min(xs), max(xs))
+        span = (high - low) or abs(high) or 1.0
+        ax.set_xlim(low - 0.08 * span, high + 1.0 * span)   # the right part holds the labels
+        if ylim is not None:
+            ax.set_ylim(*ylim)
+        if percent_x:
+            ax.xaxis.set_major_formatter(_Percent(1.0, decimals=1))
+        ticks = [t for t in ax.get_xticks() if low - 0.08 * span <= t <= high + 0.05 * span]
+        ax.set_xticks(ticks)                                # no ticks under the labels
+        ax.set_xlim(low - 0.08 * span, high + 1.0 * span)
+    _label(ax, title, xlabel, ylabel, percent_y, legend=False)
+    if reference:
+        with _course_style():
+            ax.legend(loc="center left")
+    if percent_y and logy:
+        ax.yaxis.set_major_formatter(_Percent(1.0, decimals=None))
+    # the labels: a column right of the axes, in the points' vertical order, at least `gap` apart
+    ax.figure.canvas.draw()
+    to_axes = ax.transAxes.inverted()
+    placed = sorted(((to_axes.transform(ax.transData.transform(key))[1], key, labels) for key, labels in merged.items()),
+                    key=lambda item: item[0])
+    gap = 0.065
+    texts = [",\n".join(", ".join(labels[k:k + 2]) for k in range(0, len(labels), 2)) for _, _, labels in placed]
+    lines = [text.count("\n") + 1 for text in texts]
+    heights = [y_axes for y_axes, _, _ in placed]
+    apart = lambda k: gap * (lines[k] + lines[k - 1]) / 2   # noqa: E731  (centres of labels k-1 and k)
+    bottom, top = 0.03, 0.95
+    for k in range(1, len(heights)):                        # push up what overlaps the label below
+        heights[k] = max(heights[k], heights[k - 1] + apart(k))
+    if heights and heights[-1] > top:                       # then down from the top, as little as needed
+        heights[-1] = top
+        for k in range(len(heights) - 2, -1, -1):
+            heights[k] = min(heights[k], heights[k + 1] - apart(k + 1))
+    if heights and heights[0] < bottom:
+        heights[0] = bottom
+        for k in range(1, len(heights)):
+            heights[k] = max(heights[k], heights[k - 1] + apart(k))
+    for height, text, (_, key, _) in zip(heights, texts, placed):
+        ax.annotate(text, xy=key, xycoords="data", xytext=(0.55, height), textcoords="axes fraction",
+                    fontsize=8, va="center", color="#222222",
+                    arrowprops=dict(arrowstyle="-", color="#AAAAAA", linewidth=0.6, shrinkA=0, shrinkB=3))

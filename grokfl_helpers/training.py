@@ -136,7 +136,7 @@ def keep_padding_zero(model) -> None:
 class Task:
     """What the round loop (``federated.run_rounds``) needs to know about a model, as the ``task.py``
     of a Flower app: how a client trains it, how it is scored, and what stays fixed after the server
-    changes it. Taught in notebook 03, §6; notebook 12 makes one for its language model.
+    changes it. Taught in notebook 03, §3; notebook 12 makes one for its language model.
     """
 
     train: Callable  # train(model, X, y, *, batch_size, epochs, alpha) -> the model, trained in place
