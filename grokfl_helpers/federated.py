@@ -33,6 +33,7 @@ __all__ = [
     "iid_clients",
     "fedavg",
     "model_update",
+    "apply_update",
     "model_bytes",
     "flatten",
     "unflatten",
@@ -174,6 +175,22 @@ def largest_difference(model_a, model_b) -> float:
     how the course checks that two ways of computing a model (by hand, secure, encrypted, on
     Flower) agree."""
     return float(max(np.abs(u).max() for u in model_update(model_a, model_b)))
+
+
+def apply_update(model, update):
+    """A new model: ``model`` (left unchanged) plus ``update``, one array per parameter, as
+    ``model_update`` returns and an aggregation step produces. Taught in notebook 07, §2: how a
+    server that combines updates, not models (DP-FedAvg, the robust rules of notebook 11), moves
+    the global model."""
+    new_model = copy.deepcopy(model)
+    parameters = new_model.get_parameters()
+    if len(update) != len(parameters) or any(np.shape(u) != p.data.shape for u, p in zip(update, parameters)):
+        raise ValueError(f"apply_update: an update of shapes {[np.shape(u) for u in update]} for parameters "
+                         f"of shapes {[p.data.shape for p in parameters]}")
+    for parameter, change in zip(parameters, update):
+        parameter.data += change
+        parameter.grad = None
+    return new_model
 
 
 def model_bytes(model) -> int:

@@ -67,14 +67,13 @@ to ``DPFedAvg``), which the notebooks do only so that their printed numbers repe
 
 from __future__ import annotations
 
-import copy
 import math
 import os
 from numbers import Real
 
 import numpy as np
 
-from .federated import Strategy, model_update, poisson_sample_clients
+from .federated import Strategy, apply_update, model_update, poisson_sample_clients
 
 __all__ = [
     "DEFAULT_DELTA",
@@ -338,14 +337,18 @@ def secure_gaussian(shape, std: float) -> np.ndarray:
 def format_epsilon(epsilon: float) -> str:
     """ε as the course prints it: no false precision on a loose bound. Taught in notebook 07, §4.
 
-    ``inf`` for no privacy; whole numbers from 10 up (an ε of 400.57 is a bound so loose that its
-    decimals mean nothing); one decimal from 1 to 10; two below 1.
+    ``inf`` for no privacy; one significant digit from 10,000 up (``1e+10``: at that size even the
+    whole number is false precision); whole numbers from 10 up (an ε of 400.57 is a bound so loose
+    that its decimals mean nothing); one decimal from 1 to 10; two below 1. Notebook 10, §2 prints
+    the ε of one round of tiny noise with it.
     """
     epsilon = float(epsilon)
     if math.isnan(epsilon) or epsilon < 0:
         raise ValueError(f"epsilon must be >= 0, got {epsilon}")
     if math.isinf(epsilon):
         return "inf"
+    if epsilon >= 10_000:
+        return f"{epsilon:.0e}"
     if epsilon >= 10:
         return f"{epsilon:.0f}"
     return f"{epsilon:.1f}" if epsilon >= 1 else f"{epsilon:.2f}"
@@ -384,11 +387,7 @@ class DPFedAvg(Strategy):
                                             noise_multiplier=self.noise_multiplier,
                                             expected_clients=self.expected_clients,
                                             rng=rng if self.reproducible else None)
-        new_model = copy.deepcopy(global_model)
-        for parameter, change in zip(new_model.get_parameters(), noisy_average):
-            parameter.data += change
-            parameter.grad = None
-        return new_model
+        return apply_update(global_model, noisy_average)
 
     def __repr__(self):
         return (f"DPFedAvg(clip_norm={self.clip_norm}, noise_multiplier={self.noise_multiplier}, "

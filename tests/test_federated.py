@@ -145,3 +145,14 @@ def test_train_locally_trains_a_copy_per_client_and_largest_difference():
     assert largest_difference(local["a"], local["b"]) == 0.25
     with pytest.raises(ValueError, match="shapes"):
         largest_difference(start, new_spam_model(5))
+
+
+def test_apply_update_moves_a_copy_and_refuses_the_wrong_shapes():
+    from grokfl_helpers.federated import apply_update
+
+    start = _emb([1.0, 2.0, 3.0])
+    moved = apply_update(start, [np.array([[0.5], [0.0], [-1.0]])])
+    np.testing.assert_allclose(moved.weight.data[:, 0], [1.5, 2.0, 2.0])
+    np.testing.assert_allclose(start.weight.data[:, 0], [1.0, 2.0, 3.0])
+    with pytest.raises(ValueError, match="shapes"):
+        apply_update(start, [np.zeros((2, 1))])
