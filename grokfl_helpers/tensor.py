@@ -37,6 +37,8 @@ __all__ = [
     "Sigmoid",
     "Tanh",
     "Relu",
+    "RNNCell",
+    "LSTMCell",
     "MSELoss",
     "CrossEntropyLoss",
     "SGD",
@@ -63,6 +65,8 @@ class Tensor:
     ``Tensor(data, autograd=True)`` is a leaf whose gradient ``.grad`` (a ``Tensor``) is filled in by
     ``backward()``. Every operation on tensors returns a new tensor whose ``creators`` are its
     inputs and whose ``creation_op`` names the operation, as in the book.
+
+    Taught in notebook 01, §2 (built there cell by cell) and §4 (this, the package's, checked operation by operation).
     """
 
     def __init__(self, data, autograd: bool = False, creators=None, creation_op: str | None = None):
@@ -358,7 +362,10 @@ def _rng(seed_or_rng) -> np.random.Generator:
 
 
 class Layer:
-    """A piece of a model: ``forward(input)`` and the list of tensors to train."""
+    """A piece of a model: ``forward(input)`` and the list of tensors to train.
+
+    Taught in notebook 01, §5.
+    """
 
     def __init__(self):
         self.parameters: list[Tensor] = []
@@ -371,7 +378,10 @@ class Layer:
 
 
 class Linear(Layer):
-    """``input.mm(weight) + bias``, with He initialisation as in the book."""
+    """``input.mm(weight) + bias``, with He initialisation as in the book.
+
+    Taught in notebook 01, §5.
+    """
 
     def __init__(self, n_inputs: int, n_outputs: int, bias: bool = True, rng=None):
         super().__init__()
@@ -390,7 +400,10 @@ class Linear(Layer):
 
 
 class Embedding(Layer):
-    """A table of ``vocab_size`` rows of ``dim`` numbers; ``forward(ids)`` looks rows up."""
+    """A table of ``vocab_size`` rows of ``dim`` numbers; ``forward(ids)`` looks rows up.
+
+    Taught in notebook 01, §3 (its gradient) and §5.
+    """
 
     def __init__(self, vocab_size: int, dim: int, rng=None):
         super().__init__()
@@ -403,7 +416,10 @@ class Embedding(Layer):
 
 
 class Sequential(Layer):
-    """Layers applied one after the other."""
+    """Layers applied one after the other.
+
+    Taught in notebook 01, §5.
+    """
 
     def __init__(self, layers=None):
         super().__init__()
@@ -422,22 +438,107 @@ class Sequential(Layer):
 
 
 class Sigmoid(Layer):
+    """The logistic function, 1 / (1 + e^-x), as a layer: ``forward(input)`` is ``input.sigmoid()``. Taught in notebook 01, §5."""
+
     def forward(self, input: Tensor) -> Tensor:
         return input.sigmoid()
 
 
 class Tanh(Layer):
+    """The hyperbolic tangent as a layer: ``forward(input)`` is ``input.tanh()``. Taught in notebook 01, §5."""
+
     def forward(self, input: Tensor) -> Tensor:
         return input.tanh()
 
 
 class Relu(Layer):
+    """max(0, x) as a layer: ``forward(input)`` is ``input.relu()``. Taught in notebook 01, §5."""
+
     def forward(self, input: Tensor) -> Tensor:
         return input.relu()
 
 
+class RNNCell(Layer):
+    """The book's chapter-14 recurrent cell: ``hidden = act(w_ih(input) + w_hh(hidden))``, and an
+    output read from the new hidden state. Taught in notebook 12, §1.
+
+    ``forward(input, hidden) -> (output, new_hidden)`` for a batch: ``input`` is (batch, n_inputs),
+    ``hidden`` (batch, n_hidden), ``output`` (batch, n_output). ``init_hidden(batch_size)`` is the
+    all-zero state a sequence starts from.
+    """
+
+    def __init__(self, n_inputs: int, n_hidden: int, n_output: int, activation: str = "sigmoid", rng=None):
+        super().__init__()
+        if activation not in ("sigmoid", "tanh"):
+            raise ValueError(f"RNNCell: activation must be 'sigmoid' or 'tanh', got {activation!r}")
+        rng = _rng(rng)
+        self.n_inputs, self.n_hidden, self.n_output = n_inputs, n_hidden, n_output
+        self.activation = Sigmoid() if activation == "sigmoid" else Tanh()
+        self.w_ih = Linear(n_inputs, n_hidden, rng=rng)
+        self.w_hh = Linear(n_hidden, n_hidden, rng=rng)
+        self.w_ho = Linear(n_hidden, n_output, rng=rng)
+        self.parameters = self.w_ih.parameters + self.w_hh.parameters + self.w_ho.parameters
+
+    def forward(self, input: Tensor, hidden: Tensor):
+        new_hidden = self.activation.forward(self.w_ih.forward(input) + self.w_hh.forward(hidden))
+        return self.w_ho.forward(new_hidden), new_hidden
+
+    def init_hidden(self, batch_size: int = 1) -> Tensor:
+        return Tensor(np.zeros((batch_size, self.n_hidden)), autograd=True)
+
+
+class LSTMCell(Layer):
+    """The book's chapter-14 long short-term memory cell. Taught in notebook 12, §1.
+
+    Four gates read the input and the previous hidden state: forget ``f``, input ``i`` and output
+    ``o`` (sigmoids, between 0 and 1) and the candidate ``g`` (tanh). The cell state keeps what the
+    forget gate lets through and adds what the input gate lets in, ``c = f * c_prev + i * g``; the
+    hidden state shows what the output gate lets out, ``h = o * tanh(c)``; the output is
+    ``w_ho(h)`` (logits over ``n_output`` words). Because ``c`` is carried by a sum, not squashed
+    through a matrix at every step, its gradient survives many steps, where the plain ``RNNCell``'s
+    vanishes or explodes.
+
+    The book's names: ``LSTMCell(n_inputs, n_hidden, n_output)``, ``forward(input, hidden) ->
+    (output, (h, c))``, ``init_hidden(batch_size)``, and one ``Linear`` per gate and source
+    (``xf``, ``hf``, …; the hidden-side ones without a bias), all vectorized over the batch. Two
+    changes: ``init_hidden`` is all zeros (the book sets the first unit of both states to 1, which
+    nothing needs), and ``w_ho`` has a bias, so the model can learn how common each word is.
+    """
+
+    def __init__(self, n_inputs: int, n_hidden: int, n_output: int, rng=None):
+        super().__init__()
+        rng = _rng(rng)
+        self.n_inputs, self.n_hidden, self.n_output = n_inputs, n_hidden, n_output
+        self.xf, self.xi, self.xo, self.xc = (Linear(n_inputs, n_hidden, rng=rng) for _ in range(4))
+        self.hf, self.hi, self.ho, self.hc = (Linear(n_hidden, n_hidden, bias=False, rng=rng) for _ in range(4))
+        self.w_ho = Linear(n_hidden, n_output, rng=rng)
+        for layer in (self.xf, self.xi, self.xo, self.xc, self.hf, self.hi, self.ho, self.hc, self.w_ho):
+            self.parameters += layer.get_parameters()
+
+    def forward(self, input: Tensor, hidden):
+        prev_hidden, prev_cell = hidden
+        f = (self.xf.forward(input) + self.hf.forward(prev_hidden)).sigmoid()
+        i = (self.xi.forward(input) + self.hi.forward(prev_hidden)).sigmoid()
+        o = (self.xo.forward(input) + self.ho.forward(prev_hidden)).sigmoid()
+        g = (self.xc.forward(input) + self.hc.forward(prev_hidden)).tanh()
+        c = (f * prev_cell) + (i * g)
+        h = o * c.tanh()
+        output = self.w_ho.forward(h)
+        return output, (h, c)
+
+    def init_hidden(self, batch_size: int = 1):
+        """The state ``(h, c)`` a sequence starts from: zeros of shape (batch_size, n_hidden)."""
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ValueError(f"init_hidden: batch_size must be a positive integer, got {batch_size!r}")
+        zeros = np.zeros((batch_size, self.n_hidden))
+        return Tensor(zeros, autograd=True), Tensor(zeros.copy(), autograd=True)
+
+
 class MSELoss(Layer):
-    """The book's squared error, summed over the batch: ``((pred - target) * (pred - target)).sum(0)``."""
+    """The book's squared error, summed over the batch: ``((pred - target) * (pred - target)).sum(0)``.
+
+    Taught in notebook 01, §5.
+    """
 
     def forward(self, pred: Tensor, target: Tensor) -> Tensor:
         diff = pred - target
@@ -445,14 +546,20 @@ class MSELoss(Layer):
 
 
 class CrossEntropyLoss(Layer):
-    """Mean cross-entropy of logits against integer class targets."""
+    """Mean cross-entropy of logits against integer class targets.
+
+    Taught in notebook 01, §5.
+    """
 
     def forward(self, input: Tensor, target) -> Tensor:
         return input.cross_entropy(target)
 
 
 class SGD:
-    """Plain stochastic gradient descent: ``p.data -= alpha * p.grad.data`` for every parameter."""
+    """Plain stochastic gradient descent: ``p.data -= alpha * p.grad.data`` for every parameter.
+
+    Taught in notebook 01, §5.
+    """
 
     def __init__(self, parameters, alpha: float = 0.1):
         self.parameters = list(parameters)
