@@ -368,15 +368,36 @@ def scaffold_client_update(global_params, local_params, server_control, client_c
     return new, [n - ci for n, ci in zip(new, client_control)]
 
 
-def scaffold_server_update(server_control, delta_controls: list, num_clients: int) -> list[np.ndarray]:
-    """The server's new control variate: ``c + (1/N) Σᵢ Δcᵢ`` over the clients of the round (N: all
-    clients of the federation, sampled or not). Taught in notebook 09, §4."""
+def scaffold_server_update(server_control, delta_controls: list, num_clients: int, *, sizes: list | None = None,
+                           total_examples: int | None = None) -> list[np.ndarray]:
+    """The server's new control variate, from the round's Δcᵢ. Taught in notebook 09, §4.
+
+    Unweighted (``sizes=None``), the paper's rule: ``c + (1/N) Σᵢ Δcᵢ`` over the clients of the
+    round, N being all the clients of the federation, sampled or not; it keeps c = (1/N) Σ cᵢ.
+    Weighted (``sizes``: each reporting client's number of examples nᵢ, in the order of
+    ``delta_controls``; ``total_examples``: n, the whole federation's examples):
+    ``c + Σᵢ (nᵢ/n) Δcᵢ``, which keeps c = Σ (nᵢ/n) cᵢ, the average gradient of the weighted
+    objective Σ (nᵢ/n) fᵢ that FedAvg weighted by data size minimizes.
+    """
     if isinstance(num_clients, bool) or not isinstance(num_clients, (int, np.integer)) or num_clients < 1:
         raise ValueError(f"num_clients must be a positive integer, got {num_clients!r}")
     if len(delta_controls) > num_clients:
         raise ValueError(f"{len(delta_controls)} clients reported in a federation of num_clients={num_clients}")
     _check_controls(server_control, *delta_controls, what="scaffold_server_update")
-    return [c + sum(delta[k] for delta in delta_controls) / num_clients for k, c in enumerate(server_control)]
+    if sizes is None and total_examples is None:
+        return [c + sum(delta[k] for delta in delta_controls) / num_clients for k, c in enumerate(server_control)]
+    if sizes is None or total_examples is None:
+        raise ValueError("the weighted rule needs both sizes (each reporting client's number of examples) and "
+                         "total_examples (the whole federation's); pass neither for the unweighted rule")
+    if len(sizes) != len(delta_controls) or any(n < 0 for n in sizes):
+        raise ValueError(f"sizes must give one number of examples >= 0 per reporting client: {len(sizes)} sizes "
+                         f"for {len(delta_controls)} clients")
+    if isinstance(total_examples, bool) or not isinstance(total_examples, (int, np.integer)) or total_examples < 1 \
+            or sum(sizes) > total_examples:
+        raise ValueError(f"total_examples must be a positive integer at least the round's {sum(sizes)} examples "
+                         f"(it counts the whole federation's), got {total_examples!r}")
+    return [c + sum(n * delta[k] for n, delta in zip(sizes, delta_controls)) / total_examples
+            for k, c in enumerate(server_control)]
 
 
 class Scaffold(FedAvg):
@@ -385,16 +406,32 @@ class Scaffold(FedAvg):
     State kept across rounds (so use a new ``Scaffold`` for each run): the server's control variate
     c and each client's cᵢ, all starting at zero. A client adds ``c − cᵢ`` to every local gradient
     (``training.train``'s ``gradient_correction``): its own drift direction out, the federation's
-    in. Then ``scaffold_client_update`` gives its new cᵢ; the server averages the models as FedAvg
-    does (plain or ``weighted``; global step size 1) and applies ``scaffold_server_update``.
-    ``num_clients`` is the size of the whole federation. Each client receives the model and c and
-    sends its model and Δcᵢ: twice FedAvg's bytes.
+    in. Then ``scaffold_client_update`` (option II) gives its new cᵢ; the server averages the models
+    as FedAvg does (global step size 1) and applies ``scaffold_server_update``. ``num_clients`` is
+    the size of the whole federation. Each client receives the model and c and sends its model and
+    Δcᵢ: twice FedAvg's bytes.
+
+    Which variant: ``weighted=False`` is the paper's algorithm (models averaged plainly,
+    c ← c + (1/N) Σ Δcᵢ). ``weighted=True`` is its version for the data-size-weighted objective
+    Σ (nᵢ/n) fᵢ that weighted FedAvg minimizes: models averaged by nᵢ over the round's clients, and
+    c ← c + Σ (nᵢ/n) Δcᵢ with n = ``total_examples``, the whole federation's examples, so that
+    c stays the weighted average of the cᵢ. (Weighting the models but not c would steer every local
+    step towards the unweighted objective: a large difference when client sizes differ by 1000×.)
     """
 
-    def __init__(self, num_clients: int, weighted: bool = False):
+    def __init__(self, num_clients: int, weighted: bool = False, *, total_examples: int | None = None):
         if isinstance(num_clients, bool) or not isinstance(num_clients, (int, np.integer)) or num_clients < 1:
             raise ValueError(f"num_clients must be a positive integer (the size of the federation), "
                              f"got {num_clients!r}")
+        if weighted and (isinstance(total_examples, bool) or not isinstance(total_examples, (int, np.integer))
+                         or total_examples < 1):
+            raise ValueError(f"Scaffold(weighted=True) moves c by the sum of (n_i / n) * delta_c_i, so it needs n, the "
+                             f"whole federation's number of examples: pass total_examples=sum(len(X) for X, _ in "
+                             f"clients.values()); got total_examples={total_examples!r}")
+        if not weighted and total_examples is not None:
+            raise ValueError("total_examples is used only by Scaffold(weighted=True); the unweighted rule divides "
+                             "by num_clients")
+        self.total_examples = None if total_examples is None else int(total_examples)
         super().__init__(weighted)
         self.num_clients = int(num_clients)
         self.server_control: list[np.ndarray] | None = None
@@ -432,7 +469,12 @@ class Scaffold(FedAvg):
     def aggregate(self, global_model, local_models, sizes, rng):
         new_model = super().aggregate(global_model, local_models, sizes, rng)
         deltas = [self._deltas.pop(name) for name in local_models]
-        self.server_control = scaffold_server_update(self.server_control, deltas, self.num_clients)
+        if self.weighted:
+            self.server_control = scaffold_server_update(self.server_control, deltas, self.num_clients,
+                                                         sizes=[sizes[name] for name in local_models],
+                                                         total_examples=self.total_examples)
+        else:
+            self.server_control = scaffold_server_update(self.server_control, deltas, self.num_clients)
         return new_model
 
     def bytes_per_client(self, global_model) -> int:
@@ -440,7 +482,8 @@ class Scaffold(FedAvg):
         return 4 * model_bytes(global_model)
 
     def __repr__(self):
-        return f"Scaffold(num_clients={self.num_clients}, weighted={self.weighted})"
+        total = f", total_examples={self.total_examples}" if self.weighted else ""
+        return f"Scaffold(num_clients={self.num_clients}, weighted={self.weighted}{total})"
 
 
 # ---------------------------------------------------------------------------- 5. personalization

@@ -91,7 +91,7 @@ def test_our_fedprox_round_matches_flowers_fedprox_strategy():
 
 def test_scaffold_with_zero_controls_and_one_local_step_is_fedavg():
     clients, start = _clients(), training.new_spam_model(VOCAB)   # every client < 500 emails: one step
-    scaffold = het.Scaffold(num_clients=3, weighted=True)
+    scaffold = het.Scaffold(num_clients=3, weighted=True, total_examples=sum(len(X) for X, _ in clients.values()))
     a = federated.run_round(start, clients, list(clients), strategy=scaffold)
     b = federated.run_round(start, clients, list(clients), strategy=federated.FedAvg(weighted=True))
     assert _weights(a) == _weights(b)
@@ -110,6 +110,39 @@ def test_scaffold_update_rules():
     np.testing.assert_allclose(delta[0], new[0] - ci[0])
     server = het.scaffold_server_update(c, [delta, delta], num_clients=4)
     np.testing.assert_allclose(server[0], c[0] + 2 * delta[0] / 4)
+
+
+def test_weighted_scaffold_keeps_c_the_data_weighted_average_of_the_client_controls():
+    # sizes 1000x apart, as at alpha = 0.1: c must be sum_i (n_i / n) c_i, the weighted objective's
+    # correction, not (1/N) sum_i c_i (the old rule, which failed this test)
+    clients = _clients(sizes=(5, 450, 1200))
+    sizes = {name: len(X) for name, (X, _) in clients.items()}
+    n = sum(sizes.values())
+    scaffold = het.Scaffold(num_clients=3, weighted=True, total_examples=n)
+    model = training.new_spam_model(VOCAB)
+    for participants in (list(clients), ["c0", "c2"]):           # all three, then a sampled round
+        model = federated.run_round(model, clients, participants, strategy=scaffold)
+        expected = [sum(sizes[i] / n * scaffold.client_controls[i][k] for i in clients)
+                    for k in range(len(scaffold.server_control))]
+        for got, want in zip(scaffold.server_control, expected):
+            np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-14)
+        unweighted = [sum(scaffold.client_controls[i][k] for i in clients) / 3 for k in range(len(expected))]
+        assert max(np.abs(u - w).max() for u, w in zip(unweighted, expected)) > 1e-3   # the two rules differ
+
+
+def test_unweighted_scaffold_keeps_c_the_plain_average_of_the_client_controls():
+    clients = _clients(sizes=(5, 450, 1200))
+    scaffold = het.Scaffold(num_clients=3)
+    federated.run_round(training.new_spam_model(VOCAB), clients, list(clients), strategy=scaffold)
+    for k, got in enumerate(scaffold.server_control):
+        np.testing.assert_allclose(got, sum(scaffold.client_controls[i][k] for i in clients) / 3, rtol=1e-10,
+                                   atol=1e-14)
+
+
+def test_weighted_scaffold_server_rule():
+    c, d1, d2 = [np.array([0.1, 0.0])], [np.array([1.0, 2.0])], [np.array([-3.0, 0.5])]
+    server = het.scaffold_server_update(c, [d1, d2], num_clients=3, sizes=[10, 30], total_examples=100)
+    np.testing.assert_allclose(server[0], c[0] + 0.1 * d1[0] + 0.3 * d2[0])
 
 
 def test_scaffold_sends_twice_fedavgs_bytes():
@@ -180,6 +213,11 @@ def test_compressed_bytes():
     (lambda: het.TopKFedAvg(0.0), r"must lie in \(0, 1\]"),
     (lambda: het.stochastic_quantize(np.ones(3), 9, np.random.default_rng(0)), "bits must be"),
     (lambda: het.Scaffold(0), "num_clients must be a positive integer"),
+    (lambda: het.Scaffold(3, weighted=True), "pass total_examples="),
+    (lambda: het.Scaffold(3, total_examples=100), "only by Scaffold\\(weighted=True\\)"),
+    (lambda: het.scaffold_server_update([np.zeros(2)], [[np.zeros(2)]], 2, sizes=[5]), "needs both sizes"),
+    (lambda: het.scaffold_server_update([np.zeros(2)], [[np.zeros(2)]], 2, sizes=[50], total_examples=10),
+     "at least the round's 50 examples"),
     (lambda: het.scaffold_client_update([np.zeros(3)], [np.zeros(3)], [np.zeros(2)], [np.zeros(3)], steps=1,
                                         alpha=0.1), "control variates of shapes"),
     (lambda: het.scaffold_server_update([np.zeros(3)], [[np.zeros(4)]], num_clients=2), "control variates of shapes"),
