@@ -374,6 +374,27 @@ def test_progress_is_reported_on_stdout(toy_keys, capsys):
     assert err == ""  # stderr looks like an error in JupyterLab
 
 
+def test_progress_without_a_watcher_is_one_final_line_per_job(toy_keys, capsys, monkeypatch):
+    # A log, or a notebook executed by nbclient/nbval, stores every redraw: there only the final
+    # state is printed, one line per job. Someone watching (PROGRESS = "live") sees it redrawn.
+    public_key, private_key = toy_keys
+    monkeypatch.setattr(he, "PROGRESS", "final")
+    encrypted = encrypt_packed(public_key, np.zeros(100), workers=1, progress="Bob")
+    decrypt_average(private_key, encrypted, workers=1, progress="key holder")
+    out, err = capsys.readouterr()
+    lines = out.splitlines()
+    assert len(lines) == 2 and "\r" not in out and err == ""
+    assert lines[0].startswith("Bob: encrypting: 100%") and "8/8" in lines[0]
+    assert lines[1].startswith("key holder: decrypting: 100%")
+    monkeypatch.setattr(he, "PROGRESS", "live")
+    encrypt_packed(public_key, np.zeros(100), workers=1, progress="Bob")
+    out, err = capsys.readouterr()
+    assert out.count("Bob: encrypting") >= 2 and err == ""   # drawn at the start, redrawn at the end
+    monkeypatch.setattr(he, "PROGRESS", "sometimes")
+    with pytest.raises(ValueError, match="PROGRESS"):
+        encrypt_packed(public_key, np.zeros(100), workers=1, progress="Bob")
+
+
 def test_worker_processes_work_when_started_with_spawn(toy_keys, monkeypatch):
     # "spawn" is how macOS and Windows start processes: a fresh interpreter that must import
     # everything it runs. The pool must really run (no silent fallback to this process).

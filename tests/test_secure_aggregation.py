@@ -357,6 +357,17 @@ def test_shamir_by_hand_as_notebook_05_writes_it_agrees_with_the_package():
         assert (y1 - slope * x1) % sa.SHAMIR_PRIME == 42 == sa.shamir_reconstruct([(x1, y1), (x2, y2)], 2)
 
 
+def test_two_sums_that_differ_by_one_client_give_away_its_encoded_update():
+    # Notebook 05, section 8: the others put the same numbers into both rounds, so the first sum
+    # minus the second is the missing client's update, off only by its own fixed-point rounding.
+    rng = np.random.default_rng(8)
+    updates = {name: [rng.normal(size=(5, 1)) * 1000, np.array([1000.0])] for name in ("Alice", "Bob", "Sue")}
+    with_alice, _ = sa.secure_sum(updates, rng=np.random.default_rng(9))
+    without_alice, _ = sa.secure_sum(updates, drop_out={"Alice"}, rng=np.random.default_rng(10))
+    for first, second, hers in zip(with_alice, without_alice, updates["Alice"]):
+        assert np.abs((first - second) - hers).max() <= 2.0 ** -33
+
+
 def test_the_protocol_sequence_diagram_draws_every_message():
     import matplotlib
 
