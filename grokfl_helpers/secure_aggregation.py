@@ -26,13 +26,12 @@ swap the public keys it relays (the fix: keys signed under a PKI), or, with one 
 tell clients different stories about who dropped out (the fix: a signed consistency check and a
 larger threshold). Both are shown in notebook 05, sections 3 and 7.
 """
-import copy
 import hashlib
 import secrets
 
 import numpy as np
 
-from .federated import flatten, unflatten
+from .federated import Strategy, apply_update, flatten, model_update, unflatten
 
 RING_BITS = 64                 # the ring is the integers mod 2**64, stored as numpy uint64
 FRACTIONAL_BITS = 32           # default scale: 2**32, one step = 2**-32 ≈ 2.3e-10
@@ -387,13 +386,45 @@ def fedavg_from_sums(global_model, unmasked_sum):
         raise ValueError(f"the sum has {len(weighted_sum)} parameter arrays, the model {len(parameters)}")
     if total.shape != (1,) or not total[0] > 0:
         raise ValueError(f"the last entry of the sum must be the total count (> 0), got {total!r}")
-    model = copy.deepcopy(global_model)
-    for parameter, part in zip(model.get_parameters(), weighted_sum):
+    for part, parameter in zip(weighted_sum, parameters):
         if part.shape != parameter.data.shape:
             raise ValueError(f"a summed update of shape {part.shape} for a parameter of shape {parameter.data.shape}")
-        parameter.data += part / total[0]
-        parameter.grad = None
-    return model
+    return apply_update(global_model, [part / total[0] for part in weighted_sum])
+
+
+class SecureFedAvg(Strategy):
+    """FedAvg whose server learns the sum only through notebook 05's pairwise masks: a strategy of
+    the course's round loop (``federated.run_rounds``). Taught in notebook 05, section 4; notebooks
+    12 and 13 run it.
+
+    Each client puts its update into ``secure_sum`` (``weighted=False``: the plain mean, as the
+    book), or ``n_k · update_k`` and ``n_k`` (``weighted=True``: FedAvg, ``weighted_contribution``);
+    the server unmasks only the totals and divides (``fedavg_from_sums``). The result equals plain
+    FedAvg up to fixed-point rounding (2**-fractional_bits per client). ``masked`` holds the last
+    round's masked updates: all the server ever holds of any one client. ``rng`` seeds the
+    clients' secrets, for a reproducible lesson only.
+
+    Whom it protects against: an honest-but-curious server working with fewer than ``threshold``
+    clients (notebook 05's threat model). It changes nothing about the released model.
+    """
+
+    def __init__(self, weighted: bool = False, *, fractional_bits: int = FRACTIONAL_BITS, rng=None):
+        self.weighted = bool(weighted)
+        self.fractional_bits = fractional_bits
+        self.rng = rng
+        self.masked: dict = {}
+
+    def aggregate(self, global_model, local_models, sizes, rng):
+        updates = {name: model_update(global_model, local) for name, local in local_models.items()}
+        if self.weighted:
+            contributions = {name: weighted_contribution(update, sizes[name]) for name, update in updates.items()}
+            total, self.masked = secure_sum(contributions, fractional_bits=self.fractional_bits, rng=self.rng)
+            return fedavg_from_sums(global_model, total)
+        total, self.masked = secure_sum(updates, fractional_bits=self.fractional_bits, rng=self.rng)
+        return apply_update(global_model, [part / len(updates) for part in total])
+
+    def __repr__(self):
+        return f"SecureFedAvg(weighted={self.weighted}, fractional_bits={self.fractional_bits})"
 
 
 # ---------------------------------------------------------------- small helpers

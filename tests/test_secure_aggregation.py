@@ -383,3 +383,24 @@ def test_the_protocol_sequence_diagram_draws_every_message():
     assert ax.get_title() == "a round"
     assert {"public keys", "all keys", "masks", "sum"} <= {text.get_text() for text in ax.texts}
     matplotlib.pyplot.close(fig)
+
+
+def test_secure_fedavg_strategy_equals_fedavg_up_to_fixed_point():
+    from grokfl_helpers import federated
+    from grokfl_helpers.secure_aggregation import SecureFedAvg
+    from grokfl_helpers.training import new_spam_model
+
+    rng = np.random.default_rng(0)
+    start = new_spam_model(40)
+    locals_ = {}
+    for name in ["Bob", "Alice", "Sue"]:
+        model = new_spam_model(40)
+        model.weight.data[1:] = rng.normal(size=(39, 1)) * 0.1
+        locals_[name] = model
+    sizes = {"Bob": 1000, "Alice": 1000, "Sue": 30000}
+    for weighted in (False, True):
+        strategy = SecureFedAvg(weighted=weighted, rng=np.random.default_rng(1))
+        secure = strategy.aggregate(start, locals_, sizes, rng=None)
+        plain = federated.FedAvg(weighted=weighted).aggregate(start, locals_, sizes, rng=None)
+        assert federated.largest_difference(secure, plain) < 3 * 2.0 ** -32
+        assert set(strategy.masked) == set(locals_)
