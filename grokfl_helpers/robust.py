@@ -23,9 +23,10 @@ changes.
   ``Bulyan``.
 
 Where Flower 1.42 (``flwr.serverapp.strategy``) and the papers differ, we follow Flower, so that the
-tests can assert equality, and say so in each docstring. Every rule here treats every client alike
-(no weighting by data size): a weight per client would be one more lever for a liar, who can claim
-any number of examples.
+tests can assert equality (``flower_aggregate`` runs one of Flower's strategies on the same client
+models), and say so in each docstring. Every rule here treats every client alike (no weighting by
+data size): a weight per client would be one more lever for a liar, who can claim any number of
+examples.
 
 What these defend against: a minority of malicious clients (integrity). What they cost: they need
 every client's update in the clear, so they cannot run under secure aggregation (notebook 05) or
@@ -35,12 +36,13 @@ merely unusual. Notebook 11 measures both.
 
 from __future__ import annotations
 
-import copy
+import logging
+import time
 from numbers import Integral, Real
 
 import numpy as np
 
-from .federated import Strategy, flatten, model_update, unflatten
+from .federated import Strategy, apply_update, flatten, model_update, unflatten
 
 __all__ = [
     "stack_updates",
@@ -58,6 +60,7 @@ __all__ = [
     "MultiKrum",
     "Bulyan",
     "largest_tolerated",
+    "flower_aggregate",
 ]
 
 
@@ -284,11 +287,7 @@ class RobustAggregator(Strategy):
         rows = [flatten(model_update(global_model, local_models[name]))[0] for name in names]
         _, shapes = flatten(global_model)
         change = unflatten(self.combine(np.stack(rows), names, [sizes[name] for name in names], rng), shapes)
-        new_model = copy.deepcopy(global_model)
-        for parameter, delta in zip(new_model.get_parameters(), change):
-            parameter.data += delta
-            parameter.grad = None
-        return new_model
+        return apply_update(global_model, change)
 
 
 class NormBounding(RobustAggregator):
@@ -390,3 +389,54 @@ class Bulyan(RobustAggregator):
 def largest_tolerated(n_clients: int) -> int:
     """The largest f Krum accepts with ``n_clients`` in a round: n > 2f + 2, so f = (n - 3) // 2."""
     return max((int(n_clients) - 3) // 2, 0)
+
+
+# ---------------------------------------------------------------------------- checked against Flower
+
+
+def flower_aggregate(flower_strategy, models, sizes, *, server_round: int = 1) -> list[np.ndarray]:
+    """The global model's arrays that a Flower strategy's server step makes of the clients' ``models``.
+    Taught in notebook 11, §4 (and used by ``tests/test_poisoning.py``).
+
+    ``flower_strategy``: one of Flower's Message-API strategies, e.g.
+    ``flwr.serverapp.strategy.FedMedian()``. ``models``: one per client, each a course model (anything
+    with ``get_parameters()``) or a list of numpy arrays. ``sizes``: each client's number of examples,
+    sent as the ``"num-examples"`` metric (the key Flower's strategies weight by, by default).
+
+    Each model becomes the reply a Flower client sends after training (a ``Message`` holding an
+    ``ArrayRecord`` of its arrays and a ``MetricRecord``), and the replies go to the strategy's
+    ``aggregate_train``: only the server's function runs, with no simulation, no network and no
+    Ray. ``flwr`` is imported here, on the first call, so that ``import robust`` stays light; its
+    INFO log is silenced while the strategy runs.
+    """
+    if not hasattr(flower_strategy, "aggregate_train"):
+        raise TypeError("flower_strategy must be one of Flower's Message-API strategies (from "
+                        f"flwr.serverapp.strategy, e.g. FedMedian()), got {type(flower_strategy).__name__}")
+    models, sizes = list(models), list(sizes)
+    if not models or len(models) != len(sizes):
+        raise ValueError(f"give one size per model and at least one model, got {len(models)} models and "
+                         f"{len(sizes)} sizes")
+    sizes = [_check_count("each size (number of examples)", n, minimum=1) for n in sizes]
+
+    from flwr.app import ArrayRecord, Message, MessageType, Metadata, MetricRecord, RecordDict
+
+    def as_arrays(model):
+        parameters = model.get_parameters() if hasattr(model, "get_parameters") else model
+        return ArrayRecord([np.array(getattr(p, "data", p), dtype=np.float64, copy=True) for p in parameters])
+
+    replies = [Message(RecordDict({"arrays": as_arrays(model), "metrics": MetricRecord({"num-examples": n})}),
+                       metadata=Metadata(run_id=1, message_id=f"reply {i}", src_node_id=i + 1, dst_node_id=0,
+                                         reply_to_message_id=f"instruction {i}", group_id=str(server_round),
+                                         created_at=time.time(), ttl=60.0, message_type=MessageType.TRAIN))
+               for i, (model, n) in enumerate(zip(models, sizes))]
+    flower_log = logging.getLogger("flwr")
+    saved_level = flower_log.level
+    flower_log.setLevel(logging.ERROR)
+    try:
+        arrays, _ = flower_strategy.aggregate_train(server_round, replies)
+    finally:
+        flower_log.setLevel(saved_level)
+    if arrays is None:
+        raise ValueError(f"{type(flower_strategy).__name__} returned no model for these {len(models)} replies "
+                         "(check its preconditions, e.g. Bulyan's n >= 4f + 3)")
+    return arrays.to_numpy_ndarrays()

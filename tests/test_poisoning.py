@@ -8,8 +8,6 @@ own strategies (flwr.serverapp.strategy, the Message API): the same client model
 from __future__ import annotations
 
 import copy
-import logging
-import time
 
 import numpy as np
 import pytest
@@ -127,27 +125,20 @@ def test_norm_bounding_clips_then_averages():
 
 @pytest.fixture(scope="module")
 def flower():
-    from grokfl_helpers import flower_bridge  # noqa: F401  (switches Flower's telemetry off first)
-    from flwr.app import ArrayRecord, Message, MessageType, Metadata, MetricRecord, RecordDict
     from flwr.serverapp import strategy
 
-    def replies(models, sizes):
-        out = []
-        for i, (arrays, n) in enumerate(zip(models, sizes)):
-            metadata = Metadata(run_id=1, message_id=f"r{i}", src_node_id=100 + i, dst_node_id=0,
-                                reply_to_message_id=f"q{i}", group_id="1", created_at=time.time(), ttl=60.0,
-                                message_type=MessageType.TRAIN)
-            content = RecordDict({"arrays": ArrayRecord([np.array(a, copy=True) for a in arrays]),
-                                  "metrics": MetricRecord({"num-examples": int(n)})})
-            out.append(Message(content, metadata=metadata))
-        return out
-
     def aggregate(flower_strategy, models, sizes):
-        logging.getLogger("flwr").setLevel(logging.ERROR)
-        arrays, _ = flower_strategy.aggregate_train(1, replies(models, sizes))
-        return np.concatenate([a.ravel() for a in arrays.to_numpy_ndarrays()])
+        return federated.flatten(robust.flower_aggregate(flower_strategy, models, sizes))[0]
 
     return strategy, aggregate
+
+
+def test_flower_aggregate_refuses_bad_input(flower):
+    strategy, _ = flower
+    with pytest.raises(TypeError, match="Message-API strategies"):
+        robust.flower_aggregate(federated.FedAvg(), [[np.zeros(2)]], [1])
+    with pytest.raises(ValueError, match="one size per model"):
+        robust.flower_aggregate(strategy.FedMedian(), [[np.zeros(2)], [np.ones(2)]], [1])
 
 
 def _random_round(seed, n):
