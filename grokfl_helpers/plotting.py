@@ -394,14 +394,16 @@ def sequence_diagram(parties, messages, title: str, *, steps: dict | None = None
 
 
 def scoreboard_heatmap(values, texts, row_labels, col_labels, title: str, *, row_scales, unmeasured=None,
-                       reasons=None, footnote: str | None = None, ax=None) -> None:
+                       reasons=None, neutral=None, footnote: str | None = None, ax=None) -> None:
     """A grid of numbers with one colour scale per row: the course's scoreboard. Taught in notebook 13.
 
     ``values`` (rows x columns, nan where there is no number) sets each cell's colour, ``texts`` is
     written in it. ``row_scales``: one ``(low, high, colormap, log)`` per row — each row (each
     attack, each cost) is coloured on its own scale, so a percentage and a number of seconds are
     never compared by colour. Cells where ``unmeasured`` is true are drawn grey and hatched, with
-    ``reasons[i][j]`` (a few words) written in them instead of a number. Columns are the x axis
+    ``reasons[i][j]`` (a few words) written in them instead of a number. Cells where ``neutral`` is
+    true have a number that is not on the row's scale (ε = ∞, a success that is no success): drawn
+    pale, not hatched, with their text. Columns are the x axis
     (defenses), rows the y axis (attacks); the labels say so.
     """
     from matplotlib import colormaps
@@ -413,12 +415,18 @@ def scoreboard_heatmap(values, texts, row_labels, col_labels, title: str, *, row
     if len(row_scales) != n_rows or len(row_labels) != n_rows or len(col_labels) != n_cols:
         raise ValueError(f"a {n_rows} x {n_cols} grid needs {n_rows} row labels and scales and {n_cols} column labels")
     unmeasured = np.zeros(values.shape, bool) if unmeasured is None else np.asarray(unmeasured, bool)
+    neutral = np.zeros(values.shape, bool) if neutral is None else np.asarray(neutral, bool)
     ax = ax if ax is not None else panels(width=max(8.0, 1.05 * n_cols + 3), height=max(4.0, 0.62 * n_rows + 2))[1]
     with _course_style():
         for i in range(n_rows):
             low, high, cmap, log = row_scales[i]
             norm = LogNorm(low, high, clip=True) if log else Normalize(low, high, clip=True)
             for j in range(n_cols):
+                if neutral[i, j] and not unmeasured[i, j]:
+                    ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, facecolor="#F4F1EA", edgecolor="white",
+                                           linewidth=1.0))
+                    ax.text(j, i, texts[i][j], ha="center", va="center", fontsize=7, color="#333333")
+                    continue
                 if unmeasured[i, j] or not np.isfinite(values[i, j]):
                     ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, facecolor="#E6E6E6", edgecolor="#9E9E9E",
                                            hatch="///", linewidth=0.0))

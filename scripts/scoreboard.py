@@ -7,7 +7,8 @@ The grid comes from ``grokfl_helpers.scoreboard.scoreboard`` (the same function 
 and the picture from ``grokfl_helpers.scoreboard.draw_scoreboard``. Both files hold aggregate numbers
 only (rates, bits, accuracy, ε, seconds, megabytes): no email text and no weights.
 tests/test_scoreboard.py recomputes the cells that are cheap to recompute and checks them against
-the committed CSV, so the README's picture cannot go stale. Never edit the PNG by hand.
+the committed CSV (the cryptographic columns, the canary and the seconds are not recomputed there:
+regenerate after changing them). Never edit the PNG by hand.
 """
 
 from __future__ import annotations
