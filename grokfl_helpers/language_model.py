@@ -13,7 +13,6 @@ book's chapter-14 ``LSTMCell`` (``tensor.LSTMCell``).
   columns), ``evaluate`` (top-1 and top-3 next-word accuracy), ``LM_TASK`` for the round loop.
 * ``mailbox_lm_clients``, ``pseudo_clients``, ``plant_canary`` — who holds which text.
 * ``canary_exposure`` — Carlini et al.'s exposure of "pizza" after "my computer password is".
-* ``SecAggFedAvg`` — FedAvg whose sum is computed with ``secure_aggregation``'s masks.
 """
 
 from __future__ import annotations
@@ -33,8 +32,6 @@ from pathlib import Path
 import numpy as np
 
 from . import data as _data
-from . import secure_aggregation
-from .federated import Strategy, fedavg, largest_difference, model_update
 from .tensor import SGD, Embedding, Layer, LSTMCell, Tensor
 from .training import Task
 
@@ -63,7 +60,6 @@ __all__ = [
     "complete",
     "exposure",
     "canary_exposure",
-    "SecAggFedAvg",
     "one_blas_thread",
 ]
 
@@ -356,8 +352,8 @@ def one_blas_thread():
     """Run the block with one BLAS thread, then restore the previous count. Used by ``train`` and
     ``evaluate`` (notebook 12); measured by benchmarks/bench_lstm.py.
 
-    The LSTM multiplies small matrices (a batch of 32 by 64 hidden units by 2,000 words) thousands
-    of times; splitting each across threads costs more than it saves, and on a busy machine a
+    The LSTM multiplies small matrices (in notebook 12, a batch of 16 by 32 hidden units by 1,000
+    words) thousands of times; splitting each across threads costs more than it saves, and on a busy machine a
     thread waiting for a core stalls every multiply (we measured 40x slower). Does nothing where
     numpy's BLAS is not the bundled OpenBLAS.
     """
@@ -587,34 +583,4 @@ def canary_exposure(model: LanguageModel, lm: LMData, canary: str = CANARY) -> d
     rank = int((scores > scores[ids[-1]]).sum()) + 1
     return {"rank": rank, "candidates": candidates, "exposure": exposure(rank, candidates),
             "top1": lm.vocab[int(np.argmax(scores))]}
-
-
-# ---------------------------------------------------------------------------- secure aggregation
-
-
-class SecAggFedAvg(Strategy):
-    """FedAvg (weighted by data size) whose sum the server learns only through pairwise masks.
-
-    Taught in notebook 12, §5. Each client puts ``n_k · update_k`` and ``n_k`` into
-    ``secure_aggregation.secure_sum`` (notebook 05); the server unmasks the total and divides. It
-    also computes plain FedAvg of the same local models — something a real server cannot do — and
-    records the largest difference in ``gaps`` (one per round): fixed-point rounding only.
-    """
-
-    def __init__(self, fractional_bits: int = secure_aggregation.FRACTIONAL_BITS):
-        self.fractional_bits = fractional_bits
-        self.gaps: list[float] = []
-
-    def aggregate(self, global_model, local_models, sizes, rng):
-        contributions = {name: secure_aggregation.weighted_contribution(model_update(global_model, local),
-                                                                        sizes[name])
-                         for name, local in local_models.items()}
-        total, _ = secure_aggregation.secure_sum(contributions, fractional_bits=self.fractional_bits)
-        secure = secure_aggregation.fedavg_from_sums(global_model, total)
-        plain = fedavg(list(local_models.values()), [sizes[name] for name in local_models])
-        self.gaps.append(largest_difference(secure, plain))
-        return secure
-
-    def __repr__(self):
-        return f"SecAggFedAvg(fractional_bits={self.fractional_bits})"
 
