@@ -484,7 +484,8 @@ def test_dp_fedavg_strategy_is_secret_by_default():
     assert DPFedAvg(1.0, 1.0, 3, reproducible=True).reproducible
 
 
-@pytest.mark.parametrize("epsilon, text", [(float("inf"), "inf"), (400.57, "401"), (43.49, "43"),
+@pytest.mark.parametrize("epsilon, text", [(float("inf"), "inf"), (10_000_000_010.0, "1e+10"), (10_010.0, "1e+04"),
+                                           (9_999.4, "9999"), (400.57, "401"), (43.49, "43"),
                                            (6.61, "6.6"), (2.01, "2.0"), (0.831, "0.83")])
 def test_format_epsilon_shows_no_false_precision(epsilon, text):
     assert privacy.format_epsilon(epsilon) == text
