@@ -2,16 +2,18 @@
 
 Prints the wall time of
 
-* the simulation of Bob, Alice and Sue (3 clients, 3 rounds of FedAvg), and of 100 IID clients
-  with 10 sampled per round (5 rounds, 5 local epochs, as notebook 08), with the time per round
-  once Ray is up (round 1 also waits for Ray to start);
-* the same rounds by hand (``federated.run_rounds``), for scale;
-* ``scripts/run_flower_deployment.py``: a SuperLink and three SuperNodes on 127.0.0.1 with TLS and
+* starting Flower's simulation engine (Ray, bounded as ``flower_bridge.RAY_BACKEND`` says) and
+  running an empty-ish run on it (Bob, Alice and Sue, 1 round): mostly Ray's start-up;
+* the simulations of notebook 08, on one start of Ray, as notebook 08 runs them: Bob, Alice and
+  Sue (3 rounds), the six mailboxes (5), 100 IID clients with 10 a round and 5 local epochs (5),
+  and DP-FedAvg on them (20 rounds);
+* the same FedAvg rounds by hand (``federated.run_rounds``), for scale;
+* ``deployment.run_deployment``: a SuperLink and three SuperNodes on 127.0.0.1 with TLS and
   SuperNode authentication, 3 rounds (skip it with ``--no-deployment``).
 
 Notebook 08 prints no timing (its outputs are compared on every test run); this is where they live.
 
-    python benchmarks/bench_flower.py                  # about 3 minutes on 2 idle cores
+    python benchmarks/bench_flower.py                  # about 2 minutes on 2 idle cores
     python benchmarks/bench_flower.py --no-deployment  # the simulations only
 
 Wall time over all cores: whatever else runs on the machine changes it, Ray's start-up most of
@@ -19,35 +21,16 @@ all (from about 5 s on an idle machine to 30 s and more on a busy one). Run twic
 """
 
 import argparse
-import subprocess
-import sys
 import time
-from pathlib import Path
 
-from grokfl_helpers import data, federated, flower_bridge, training
-
-REPO = Path(__file__).resolve().parent.parent
+from grokfl_helpers import data, deployment, federated, flower_bridge, training
 
 
-def time_simulation(label, strategy, partitioning, num_clients, rounds, epochs):
-    server_app, run = flower_bridge.make_server_app(strategy, rounds=rounds, epochs=epochs)
+def timed(label, function):
     start = time.perf_counter()
-    flower_bridge.simulate(server_app, flower_bridge.make_client_app(partitioning), num_clients=num_clients)
-    total = time.perf_counter() - start
-    # Ray starts while round 1 waits for it: rounds 2.. show what a round costs once it runs.
-    later = (run.tested_at[rounds] - run.tested_at[1]) / (rounds - 1)
-    print(f"{label}: {total:6.1f} s wall, of which {later:4.1f} s per round after the first; "
-          f"test accuracy after round {rounds}: {run.accuracy[-1]:.1%}", flush=True)
-    return run
-
-
-def time_by_hand(label, clients, rounds, clients_per_round, epochs, corpus):
-    start = time.perf_counter()
-    history = federated.run_rounds(training.new_spam_model(len(corpus.vocab)), clients,
-                                   (corpus.test_x, corpus.test_y), rounds=rounds,
-                                   clients_per_round=clients_per_round, weighted=True, epochs=epochs, seed=0)
-    print(f"{label}: {time.perf_counter() - start:6.1f} s wall by hand (federated.run_rounds); "
-          f"test accuracy after round {rounds}: {history.accuracy[-1]:.1%}", flush=True)
+    result = function()
+    print(f"{label}: {time.perf_counter() - start:6.1f} s wall", flush=True)
+    return result
 
 
 def main() -> None:
@@ -55,24 +38,27 @@ def main() -> None:
     parser.add_argument("--no-deployment", action="store_true", help="skip the loopback deployment")
     args = parser.parse_args()
     corpus = data.load_enron(verbose=False)
+    test = (corpus.test_x, corpus.test_y)
+    start = training.new_spam_model(len(corpus.vocab))
 
-    time_simulation("simulation, Bob/Alice/Sue, 3 rounds", flower_bridge.SeededFedAvg(3), "book", 3, 3, 1)
-    time_by_hand("           Bob/Alice/Sue, 3 rounds", federated.book_clients(corpus), 3, None, 1, corpus)
-    time_simulation("simulation, 100 IID clients, 10 per round, 5 rounds",
-                    flower_bridge.SeededFedAvg(100, 10, seed=0), "iid", 100, 5, 5)
-    time_by_hand("           100 IID clients, 10 per round, 5 rounds",
-                 federated.iid_clients(corpus, 100, seed=0), 5, 10, 5, corpus)
-
+    timed("Ray start + Bob/Alice/Sue, 1 round (simulation)", lambda: flower_bridge.simulate(3, {"num-server-rounds": 1}))
+    timed("notebook 08's four simulations on one Ray start (100 virtual SuperNodes)", lambda: flower_bridge.simulate(
+        100, {"num-server-rounds": 3},
+        {"partitioning": "mailbox", "num-clients": 6, "num-server-rounds": 5},
+        {"partitioning": "iid", "num-clients": 100, "clients-per-round": 10, "num-server-rounds": 5, "local-epochs": 5},
+        {"partitioning": "iid", "num-clients": 100, "clients-per-round": 10, "num-server-rounds": 20,
+         "dp-clipping-norm": 0.1, "dp-noise-multiplier": 1.0, "dp-noise-seed": 8, "keep-models": True}))
+    timed("by hand: Bob/Alice/Sue 3 rounds, mailboxes 5, 100 IID clients 5 (5 epochs)", lambda: [
+        federated.run_rounds(start, federated.book_clients(corpus), test, rounds=3, weighted=True),
+        federated.run_rounds(start, federated.mailbox_clients(corpus), test, rounds=5, weighted=True),
+        federated.run_rounds(start, federated.iid_clients(corpus, 100, seed=0), test, rounds=5, clients_per_round=10,
+                             weighted=True, epochs=5, seed=0)])
+    timed("SecAgg+ simulation, Bob/Alice/Sue, 3 rounds (its own Ray start)", lambda: flower_bridge.simulate(
+        3, {"num-server-rounds": 3}, server_app=flower_bridge.make_secagg_server_app(),
+        client_app=flower_bridge.make_secagg_client_app("book", rounding_seed=0)))
     if not args.no_deployment:
-        start = time.perf_counter()
-        result = subprocess.run([sys.executable, str(REPO / "scripts" / "run_flower_deployment.py")],
-                                capture_output=True, text=True, timeout=900, cwd=REPO)
-        elapsed = time.perf_counter() - start
-        if result.returncode != 0:
-            sys.exit(f"the deployment failed:\n{result.stdout}\n{result.stderr}")
-        final = [line for line in result.stdout.splitlines() if line.startswith("round ")][-1]
-        print(f"deployment, SuperLink + 3 SuperNodes on loopback (TLS + auth), 3 rounds: {elapsed:6.1f} s wall; "
-              f"{final}", flush=True)
+        timed("deployment, SuperLink + 3 SuperNodes on loopback (TLS + auth), 3 rounds",
+              lambda: deployment.run_deployment(3, log=lambda line: None))
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -36,6 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import nbformat
+
+from grokfl_helpers.processes import ProcessId, children_of, descendants_of, stop_processes
 
 # Where Debian's `apt-get install chromium` puts the browser; other names are looked up on PATH.
 CHROMIUM_PATH = "/usr/bin/chromium"
@@ -108,68 +109,13 @@ def copy_without_outputs(notebook_path: Path, destination_dir: Path) -> Path:
 
 
 # --------------------------------------------------------------------------------------------
-# Processes. We stop only what we started, by process id. A process id is reused once its
-# process has ended (and 7 people share this machine), so each id is kept together with the
-# process's start time, and a signal is sent only while both still match.
+# Processes. We stop only what we started, by process id and start time (a pid is reused once its
+# process has ended, and several people share this machine): grokfl_helpers.processes, which the
+# Flower deployment uses too.
 
-
-def _stat_fields(pid: int) -> list[str] | None:
-    """/proc/<pid>/stat after the command name: [state, parent id, ...]; None if it is gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[1].split()  # the command name may contain spaces and ")"
-
-
-@dataclass(frozen=True)
-class ProcessId:
-    pid: int
-    start_time: str  # clock ticks after boot; tells this process from a later one with its pid
-
-    @classmethod
-    def of(cls, pid: int) -> "ProcessId | None":
-        fields = _stat_fields(pid)
-        return cls(pid, fields[19]) if fields else None
-
-    def is_alive(self) -> bool:
-        """True while this very process runs (a zombie has exited; it just was not reaped)."""
-        fields = _stat_fields(self.pid)
-        return bool(fields) and fields[19] == self.start_time and fields[0] != "Z"
-
-
-def _children_of(pid: int) -> list[ProcessId]:
-    """The processes whose parent is pid (read from /proc: Linux only, as Debian's chromium)."""
-    children = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            fields = _stat_fields(int(entry.name))
-            if fields and int(fields[1]) == pid:
-                children.append(ProcessId(int(entry.name), fields[19]))
-    return children
-
-
-def _descendants_of(pid: int) -> list[ProcessId]:
-    found, todo = [], [pid]
-    while todo:
-        for child in _children_of(todo.pop()):
-            found.append(child)
-            todo.append(child.pid)
-    return found
-
-
-def _stop_processes(processes: list[ProcessId], grace: float = 5.0) -> None:
-    """SIGTERM each process, wait up to grace seconds, then SIGKILL the ones still running."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for process in processes:
-            if process.is_alive():
-                try:
-                    os.kill(process.pid, sig)
-                except ProcessLookupError:
-                    pass
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline and any(p.is_alive() for p in processes):
-            time.sleep(0.1)
+_children_of = children_of
+_descendants_of = descendants_of
+_stop_processes = stop_processes
 
 
 # An HTTP_PROXY in the environment must not catch our requests to 127.0.0.1.
