@@ -43,7 +43,7 @@ from pathlib import Path
 
 from . import federated
 from .flower_bridge import APP_DIR, available_memory_mb, load_results
-from .processes import Supervisor, signals_held
+from .processes import Supervisor
 
 __all__ = ["LOOPBACK", "ORGANISATIONS", "DeploymentFailed", "make_loopback_certificates", "make_supernode_keys",
            "free_port", "flower_environment", "LoopbackDeployment", "run_deployment", "run_local_simulation"]
@@ -257,10 +257,7 @@ class LoopbackDeployment:
         return self
 
     def __exit__(self, *exc_info) -> None:
-        with signals_held():
-            left = self.stop()
-        if left:
-            print(f"could not stop processes {sorted(p.pid for p in left)}", file=sys.stderr)
+        self.supervisor.__exit__(*exc_info)   # stop everything, signals held, and say what is left
 
 
 def run_deployment(rounds: int = 3, *, secure: bool = True, app_dir=APP_DIR, timeout: float = 600.0,
