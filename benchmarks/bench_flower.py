@@ -2,14 +2,14 @@
 
 Prints the wall time of
 
-* starting Flower's simulation engine (Ray, bounded as ``flower_bridge.RAY_BACKEND`` says) and
-  running an empty-ish run on it (Bob, Alice and Sue, 1 round): mostly Ray's start-up;
-* the simulations of notebook 08, on one start of Ray, as notebook 08 runs them: Bob, Alice and
+* starting Flower's simulation engine (Ray, bounded as ``simulation.RAY_BACKEND`` says) and
+  running an almost empty run on it (Bob, Alice and Sue, 1 round): mostly Ray's start-up;
+* notebook 08's five simulations on one start of Ray, as notebook 08 runs them: Bob, Alice and
   Sue (3 rounds), the six mailboxes (5), 100 IID clients with 10 a round and 5 local epochs (5),
-  and DP-FedAvg on them (20 rounds);
+  DP-FedAvg on them (20 rounds), and SecAgg+ on Bob, Alice and Sue (3);
 * the same FedAvg rounds by hand (``federated.run_rounds``), for scale;
 * ``deployment.run_deployment``: a SuperLink and three SuperNodes on 127.0.0.1 with TLS and
-  SuperNode authentication, 3 rounds (skip it with ``--no-deployment``).
+  SuperNode authentication, 3 rounds, step by step (skip it with ``--no-deployment``).
 
 Notebook 08 prints no timing (its outputs are compared on every test run); this is where they live.
 
@@ -17,13 +17,13 @@ Notebook 08 prints no timing (its outputs are compared on every test run); this 
     python benchmarks/bench_flower.py --no-deployment  # the simulations only
 
 Wall time over all cores: whatever else runs on the machine changes it, Ray's start-up most of
-all (from about 5 s on an idle machine to 30 s and more on a busy one). Run twice if in doubt.
+all (about 10 s on an idle 2-core machine, 30 s and more on a busy one). Run twice if in doubt.
 """
 
 import argparse
 import time
 
-from grokfl_helpers import data, deployment, federated, flower_bridge, training
+from grokfl_helpers import data, deployment, federated, simulation, training
 
 
 def timed(label, function):
@@ -41,24 +41,28 @@ def main() -> None:
     test = (corpus.test_x, corpus.test_y)
     start = training.new_spam_model(len(corpus.vocab))
 
-    timed("Ray start + Bob/Alice/Sue, 1 round (simulation)", lambda: flower_bridge.simulate(3, {"num-server-rounds": 1}))
-    timed("notebook 08's four simulations on one Ray start (100 virtual SuperNodes)", lambda: flower_bridge.simulate(
+    timed("Ray start + Bob/Alice/Sue, 1 round (simulation)", lambda: simulation.simulate(3, {"num-server-rounds": 1}))
+    timed("notebook 08's five simulations on one Ray start (100 virtual SuperNodes)", lambda: simulation.simulate(
         100, {"num-server-rounds": 3},
         {"partitioning": "mailbox", "num-clients": 6, "num-server-rounds": 5},
         {"partitioning": "iid", "num-clients": 100, "clients-per-round": 10, "num-server-rounds": 5, "local-epochs": 5},
         {"partitioning": "iid", "num-clients": 100, "clients-per-round": 10, "num-server-rounds": 20,
-         "dp-clipping-norm": 0.1, "dp-noise-multiplier": 1.0, "dp-noise-seed": 8, "keep-models": True}))
+         "dp-clipping-norm": 0.1, "dp-noise-multiplier": 1.0, "dp-noise-seed": 8, "keep-models": True},
+        simulation.Run("grokfl_flower.secagg_app:server_app", {"num-server-rounds": 3, "rounding-seed": 0}),
+        client_app="grokfl_flower.secagg_app:client_app"))
     timed("by hand: Bob/Alice/Sue 3 rounds, mailboxes 5, 100 IID clients 5 (5 epochs)", lambda: [
         federated.run_rounds(start, federated.book_clients(corpus), test, rounds=3, weighted=True),
         federated.run_rounds(start, federated.mailbox_clients(corpus), test, rounds=5, weighted=True),
         federated.run_rounds(start, federated.iid_clients(corpus, 100, seed=0), test, rounds=5, clients_per_round=10,
                              weighted=True, epochs=5, seed=0)])
-    timed("SecAgg+ simulation, Bob/Alice/Sue, 3 rounds (its own Ray start)", lambda: flower_bridge.simulate(
-        3, {"num-server-rounds": 3}, server_app=flower_bridge.make_secagg_server_app(),
-        client_app=flower_bridge.make_secagg_client_app("book", rounding_seed=0)))
     if not args.no_deployment:
+        began = time.perf_counter()
+
+        def step(line):
+            print(f"  {time.perf_counter() - began:5.1f} s  {line}", flush=True)
+
         timed("deployment, SuperLink + 3 SuperNodes on loopback (TLS + auth), 3 rounds",
-              lambda: deployment.run_deployment(3, log=lambda line: None))
+              lambda: deployment.run_deployment(3, log=step))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ Each module is taught in a notebook and used by the ones after it:
 * ``ckks`` — CKKS lattice encryption through TenSEAL, beside Paillier (notebook 06)
 * ``privacy`` — clipping, Gaussian noise and the privacy accountant (notebook 07)
 * ``flower_bridge`` — the same model on Flower: what ``flower_app/`` and notebook 08 share (notebook 08)
+* ``simulation`` — the Flower app on Flower's simulation engine (Ray), many runs on one start (notebook 08)
 * ``deployment`` — the Flower app as a real deployment on 127.0.0.1: SuperLink, SuperNodes, TLS (notebook 08)
 * ``processes`` — start processes and stop exactly those, by pid and start time (notebook 08; the browser tests)
 * ``heterogeneity`` — client drift, Dirichlet splits, FedProx, SCAFFOLD, personalization and

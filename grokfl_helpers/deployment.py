@@ -42,8 +42,8 @@ import time
 from pathlib import Path
 
 from . import federated
-from .flower_bridge import APP_DIR, available_memory_mb, load_results
-from .processes import Supervisor
+from .flower_bridge import APP_DIR, load_results
+from .processes import Supervisor, available_memory_mb
 
 __all__ = ["LOOPBACK", "ORGANISATIONS", "DeploymentFailed", "make_loopback_certificates", "make_supernode_keys",
            "free_port", "flower_environment", "LoopbackDeployment", "run_deployment", "run_local_simulation"]

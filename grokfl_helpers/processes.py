@@ -29,7 +29,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["ProcessId", "process_table", "children_of", "descendants_of", "stop_processes", "signals_held", "Supervisor"]
+__all__ = ["ProcessId", "process_table", "children_of", "descendants_of", "stop_processes", "signals_held", "Supervisor",
+           "available_memory_mb"]
 
 _PROC = Path("/proc")
 
@@ -277,3 +278,36 @@ class Supervisor:
             left = self.stop_all()
         if left:
             print(f"could not stop processes {sorted(p.pid for p in left)}", file=sys.stderr)
+
+
+def available_memory_mb() -> float | None:
+    """Memory this process may still use, in MB: the smaller of the machine's available memory and
+    what its memory cgroup (a container's or Binder's limit) leaves; None if neither can be read.
+    Taught in notebook 08, §2 (checked before Ray starts)."""
+    candidates = []
+    try:
+        import psutil  # a dependency of Ray
+
+        candidates.append(psutil.virtual_memory().available)
+    except ImportError:
+        pass
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        lines = []
+    for line in lines:  # "0::/path" (cgroup v2) or "4:memory:/path" (v1)
+        _, controllers, where = line.split(":", 2)
+        if controllers == "":
+            files = [Path("/sys/fs/cgroup") / where.lstrip("/") / name for name in ("memory.max", "memory.current")]
+        elif "memory" in controllers.split(","):
+            files = [Path("/sys/fs/cgroup/memory") / where.lstrip("/") / name
+                     for name in ("memory.limit_in_bytes", "memory.usage_in_bytes")]
+        else:
+            continue
+        try:
+            limit, usage = (f.read_text().strip() for f in files)
+        except OSError:
+            continue
+        if limit.isdigit() and int(limit) < 2**60:
+            candidates.append(int(limit) - int(usage))
+    return min(candidates) / 2**20 if candidates else None

@@ -1,4 +1,4 @@
-"""Tests of the Flower app (flower_app/), grokfl_helpers.flower_bridge and grokfl_helpers.deployment.
+"""Tests of the Flower app (flower_app/), grokfl_helpers.flower_bridge, .simulation and .deployment.
 
 Fast tests call the pieces directly: a ClientApp is a callable, a strategy a class, a Grid can be
 faked. Slow ones run Flower for real: the simulation engine (Ray) in this process, the supported
@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from flwr.app import ConfigRecord, Context, Message, MessageType, Metadata, MetricRecord, RecordDict
 
-from grokfl_helpers import data, deployment, federated, flower_bridge, processes, training
+from grokfl_helpers import data, deployment, federated, flower_bridge, processes, simulation, training
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "scripts" / "run_flower_deployment.py"
@@ -31,7 +31,7 @@ BOOK = {"partitioning": "book", "num-partitions": 3, "seed": 0}
 
 
 def client_app():
-    return flower_bridge._load_app(flower_bridge.APP_DIR, "clientapp")
+    return simulation.load_app("clientapp")
 
 
 def message(content: RecordDict, message_type: str, node_id: int = 7) -> Message:
@@ -128,9 +128,32 @@ def test_the_flower_app_is_laid_out_as_flowers_examples():
         source = (flower_bridge.APP_DIR / "grokfl_flower" / name).read_text()
         assert len(source.splitlines()) <= 100, f"{name} should stay readable on its own"
         assert "\napp = " in source  # a module-level app, as `flwr run` expects
+    assert len((flower_bridge.APP_DIR / "grokfl_flower" / "secagg_app.py").read_text().splitlines()) <= 150
     server_source = (flower_bridge.APP_DIR / "grokfl_flower" / "server_app.py").read_text()
     used = set(__import__("re").findall(r'cfg\["([a-z-]+)"\]', server_source))
     assert used <= set(app["config"]), f"run config keys without a default: {used - set(app['config'])}"
+
+
+def test_the_secagg_client_app_hands_other_messages_to_the_main_app(corpus):
+    secagg_client = simulation.load_app("grokfl_flower.secagg_app:client_app")
+    answer = secagg_client(message(RecordDict(), MessageType.QUERY), context(partition_id=2))
+    assert answer.content["metrics"]["partition-id"] == 2
+    start = training.new_spam_model(len(corpus.vocab))
+    config = ConfigRecord({**BOOK, "local-epochs": 1, "batch-size": 500, "learning-rate": 0.01})
+    content = RecordDict({"arrays": flower_bridge.model_to_arrays(start), "config": config})
+    reply = secagg_client(message(content, MessageType.TRAIN), context(partition_id=0))
+    plain = client_app()(message(content, MessageType.TRAIN), context(partition_id=0))
+    assert federated.largest_difference(flower_bridge.arrays_to_model(reply.content["arrays"]),
+                                        flower_bridge.arrays_to_model(plain.content["arrays"])) == 0.0
+
+
+def test_simulate_refuses_what_is_not_a_run():
+    with pytest.raises(TypeError, match="at least one run"):
+        simulation.simulate(3)
+    with pytest.raises(TypeError, match="Run\\(server_app, config\\)"):
+        simulation.simulate(3, ["num-server-rounds", 1])
+    with pytest.raises(ValueError, match="module:attribute"):
+        simulation.load_app("no_such_app")
 
 
 # ---------------------------------------------------------------------------- the strategy
@@ -241,8 +264,8 @@ def test_secagg_error_bound_is_two_steps_per_client():
 
 def test_importing_the_package_sets_no_environment_variable():
     code = ("import os; before = dict(os.environ); "
-            "from grokfl_helpers import flower_bridge, deployment; "
-            "import grokfl_flower.client_app, grokfl_flower.server_app; "
+            "from grokfl_helpers import flower_bridge, deployment, simulation; "
+            "import grokfl_flower.client_app, grokfl_flower.server_app, grokfl_flower.secagg_app; "
             "print(sorted(set(os.environ.items()) ^ set(before.items())))")
     env = {**os.environ, "PYTHONPATH": str(flower_bridge.APP_DIR)}
     env.pop("FLWR_TELEMETRY_ENABLED", None)
@@ -295,7 +318,7 @@ def book_simulation():
     """Bob, Alice and Sue, 3 rounds of FedAvg, on Flower's simulation engine; and the children
     this process had before (another test's helpers, e.g. a process pool, are not Ray's)."""
     before = _live_children()
-    history, = flower_bridge.simulate(3, {"num-server-rounds": 3})
+    history, = simulation.simulate(3, {"num-server-rounds": 3})
     return history, before
 
 

@@ -2,7 +2,7 @@
 
 Binder gives a notebook about 2 GB. This test runs notebook 08 inside a memory cgroup limited to
 2 GB, with no swap, and checks that every cell runs without an error and that the out-of-memory
-killer never fired. The simulations fit; the loopback deployment (seven Python processes) needs
+killer never fired. The simulations fit; the loopback deployment (thirteen Python processes) needs
 about 1.6 GB beside the kernel, so there it refuses to start and says what it needs, and the cells
 that compare its result are skipped: outputs are therefore not compared here (``--nbval-lax``),
 only errors and a dead kernel count. Everything the notebook starts (its kernel, Ray's processes, the deployment's
