@@ -4,6 +4,7 @@ its time budget, and the total.
     python benchmarks/bench_notebooks.py              # every notebook in notebooks/, once
     python benchmarks/bench_notebooks.py 06 09        # only these notebooks
     python benchmarks/bench_notebooks.py --repeats 3  # best of 3 per notebook (the machine is shared)
+    python benchmarks/bench_notebooks.py 08 --cells 5 # and where the time goes: the 5 slowest cells
 
 Every notebooks/NN_*.ipynb is timed (found by globbing, so a new notebook is covered without
 editing this file). Budgets, on an idle 2-core machine:
@@ -25,6 +26,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 import nbformat
@@ -39,19 +41,28 @@ BUDGETS = {"05": 60.0, "06": 60.0, "07": 60.0, "08": 60.0, "09": 60.0, "10": 60.
            "12": 120.0, "13": 120.0}
 
 
-def run_notebook(notebook: nbformat.NotebookNode) -> float:
-    """Execute a copy of ``notebook`` in a fresh kernel; return the wall-clock seconds it took."""
+def run_notebook(notebook: nbformat.NotebookNode) -> tuple[float, list[tuple[float, int, str]]]:
+    """Execute a copy of ``notebook`` in a fresh kernel; return the wall-clock seconds it took, and
+    each code cell's (seconds, index, first line), from the timings nbclient records."""
     client = NotebookClient(
         nbformat.from_dict(notebook), timeout=600, kernel_name="python3",
-        resources={"metadata": {"path": str(NOTEBOOKS)}},
+        resources={"metadata": {"path": str(NOTEBOOKS)}}, record_timing=True,
     )
     start = time.perf_counter()
-    client.execute()
-    return time.perf_counter() - start
+    executed = client.execute()
+    seconds = time.perf_counter() - start
+    cells = []
+    for index, cell in enumerate(executed.cells):
+        timing = cell.get("metadata", {}).get("execution", {})
+        if cell.cell_type == "code" and "iopub.execute_input" in timing and "shell.execute_reply" in timing:
+            began, ended = (datetime.fromisoformat(timing[key].replace("Z", "+00:00"))
+                            for key in ("iopub.execute_input", "shell.execute_reply"))
+            cells.append(((ended - began).total_seconds(), index, cell.source.splitlines()[0] if cell.source else ""))
+    return seconds, cells
 
 
-def best_of(notebook, repeats: int) -> float:
-    return min(run_notebook(notebook) for _ in range(repeats))
+def best_of(notebook, repeats: int) -> tuple[float, list]:
+    return min((run_notebook(notebook) for _ in range(repeats)), key=lambda result: result[0])
 
 
 def budget_of(number: str):
@@ -62,6 +73,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("numbers", nargs="*", help="notebook numbers to time, e.g. 06 09 (default: all)")
     parser.add_argument("--repeats", type=int, default=1, help="runs per notebook; the best is kept (default 1)")
+    parser.add_argument("--cells", type=int, default=0, metavar="N", help="also print each notebook's N slowest cells")
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
@@ -83,7 +95,7 @@ def main(argv=None) -> int:
     load_enron(verbose=False)  # prepares the cache if needed, so no notebook pays for it
     print(f"data cache warm (load_enron took {time.perf_counter() - start:.1f} s in this process)")
 
-    kernel_start = best_of(nbformat.v4.new_notebook(), args.repeats)
+    kernel_start, _ = best_of(nbformat.v4.new_notebook(), args.repeats)
     print(f"starting a kernel alone: {kernel_start:.1f} s (included in each time below)\n")
 
     seconds, failed, over = {}, [], []
@@ -91,7 +103,7 @@ def main(argv=None) -> int:
     for path in paths:
         number = path.name[:2]
         try:
-            seconds[number] = best_of(nbformat.read(path, as_version=4), args.repeats)
+            seconds[number], cells = best_of(nbformat.read(path, as_version=4), args.repeats)
         except CellExecutionError as error:
             print(f"{path.name:<36}   FAILED  {error.ename}: {error.evalue}")
             failed.append(path.name)
@@ -106,6 +118,13 @@ def main(argv=None) -> int:
             if seconds[number] > budget:
                 over.append(path.name)
         print(f"{path.name:<36} {seconds[number]:8.1f}  {verdict}")
+        if args.cells:
+            slowest = sorted(cells, reverse=True)
+            for cell_seconds, index, first_line in slowest[:args.cells]:
+                print(f"    cell {index:>3} {cell_seconds:6.1f} s  {first_line[:70]}")
+            in_cells = sum(cell[0] for cell in cells)
+            print(f"    the other {len(slowest[args.cells:])} code cells {sum(c[0] for c in slowest[args.cells:]):.1f} s; "
+                  f"outside cells (the kernel's start, nbclient) {seconds[number] - in_cells:.1f} s")
 
     together = [number for number in TOGETHER if number in seconds]
     if together:

@@ -15,7 +15,8 @@ Each module is taught in a notebook and used by the ones after it:
 * ``flower_bridge`` — the same model on Flower: what ``flower_app/`` and notebook 08 share (notebook 08)
 * ``simulation`` — the Flower app on Flower's simulation engine (Ray), many runs on one start (notebook 08)
 * ``deployment`` — the Flower app as a real deployment on 127.0.0.1: SuperLink, SuperNodes, TLS (notebook 08)
-* ``processes`` — start processes and stop exactly those, by pid and start time (notebook 08; the browser tests)
+* ``processes`` — start processes and stop exactly those, by pid and start time; the memory left to
+  start them in (notebook 08; the browser tests)
 * ``heterogeneity`` — client drift, Dirichlet splits, FedProx, SCAFFOLD, personalization and
   compressed updates (notebook 09)
 * ``poisoning`` — Mallory's attacks: label flipping, a backdoor trigger word, model replacement (notebook 11)

@@ -30,6 +30,7 @@ __all__ = [
     "BOOK_SPLIT",
     "book_clients",
     "mailbox_clients",
+    "mailbox_tests",
     "iid_clients",
     "fedavg",
     "model_update",
@@ -75,6 +76,15 @@ def mailbox_clients(corpus) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         mine = rows[corpus.train_mailbox[rows] == index]
         clients[f"{owner} ({archive})"] = (corpus.train_x[mine], corpus.train_y[mine])
     return clients
+
+
+def mailbox_tests(corpus) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Each mailbox's own test emails, keyed as ``mailbox_clients`` is: the 2,000 test emails
+    grouped by the mailbox they came from, for ``run_rounds(..., evaluate_on=...)``. Taught in
+    notebook 03, §4."""
+    return {f"{owner} ({archive})": (corpus.test_x[corpus.test_mailbox == index],
+                                     corpus.test_y[corpus.test_mailbox == index])
+            for index, (archive, owner) in enumerate(MAILBOXES)}
 
 
 def iid_clients(corpus, n_clients: int, seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:

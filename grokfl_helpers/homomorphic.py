@@ -713,7 +713,10 @@ def _live_progress() -> bool:
     except ImportError:
         return False
     kernel = getattr(get_ipython(), "kernel", None)
-    return bool(getattr(kernel, "_allow_stdin", False))
+    if kernel is None or not hasattr(kernel, "get_parent"):
+        return False
+    request = kernel.get_parent("shell") or {}  # the execute request of the running cell (ipykernel >= 6)
+    return bool(request.get("content", {}).get("allow_stdin", False))
 
 
 class _FinalStateBar(tqdm):

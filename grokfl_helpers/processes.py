@@ -16,6 +16,9 @@ its session. A session id is the pid of the process that opened it, and cannot b
 process while anyone is still in the session; while our process lived, the session was ours.)
 ``stop_all`` sends SIGTERM, waits, then SIGKILL, to those processes only, one by one; it never
 signals a whole process group (whose leader may be long gone, and its id reused).
+
+``available_memory_mb`` says how much memory is left to start processes in (a container's or
+Binder's limit included): notebook 08 checks it before it starts Ray or a deployment.
 """
 
 from __future__ import annotations

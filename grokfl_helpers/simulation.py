@@ -122,19 +122,30 @@ def simulate(num_supernodes: int, *runs, client_app="clientapp", app_dir=APP_DIR
     engine, started once. Taught in notebook 08, §2.
 
     A run is a dict, the app's ServerApp with the app's defaults (``app_config``) updated with its
-    keys, as ``flwr run --run-config`` does; or a ``Run(server_app, config)``. Virtual SuperNode
-    ``i`` has ``partition-id = i`` and runs ``client_app`` (the app's own by default; an object or
-    a reference as for ``load_app``). Returns each run's ``History``; with ``results_dir``, run
-    ``i``'s results stay in ``results_dir/<i>`` (``flower_bridge.load_models`` reads them). The
-    first run that raises stops the call; the runs before it have saved their results.
-    Flower's and Ray's logs are kept out of the output; errors still show.
+    keys, as ``flwr run --run-config`` does (a key the app does not declare is refused, as there);
+    or a ``Run(server_app, config)``. Virtual SuperNode ``i`` has ``partition-id = i`` and runs
+    ``client_app`` (the app's own by default; an object or a reference as for ``load_app``).
+    Returns each run's ``History``. With ``results_dir``, run ``i``'s results stay in
+    ``results_dir/<i>`` (``flower_bridge.load_models`` reads them); without it they are deleted
+    when the call returns or raises. The first run that raises stops the call, and its error
+    propagates; the runs before it have saved their results. Flower's and Ray's logs are kept out
+    of the output; errors still show.
     """
     runs = [run if isinstance(run, Run) else Run("serverapp", run) for run in runs]
     if not runs or not all(isinstance(run.config, dict) for run in runs):
         raise TypeError("give simulate at least one run: a dict of run-config values, or a Run(server_app, config)")
+    defaults = app_config(app_dir)
+    for run in runs:
+        unknown = sorted(set(run.config) - set(defaults))
+        if unknown:
+            raise ValueError(f"run-config key(s) {unknown} are not in {Path(app_dir) / 'pyproject.toml'}'s "
+                             f"[tool.flwr.app.config]: the keys are {sorted(defaults)}")
     server_apps = [load_app(run.server_app, app_dir) if isinstance(run.server_app, str) else run.server_app
                    for run in runs]
     client_app = load_app(client_app, app_dir) if isinstance(client_app, str) else client_app
+    if not all(callable(app) for app in [*server_apps, client_app]):
+        raise TypeError("a Run's server_app, and client_app, must be Flower apps or references to them "
+                        '("module:attribute")')
     logging.getLogger("ray.widgets.util").setLevel(logging.WARNING)  # a hint about ipywidgets Ray does not use
     from flwr.simulation import run_simulation
 
@@ -142,7 +153,7 @@ def simulate(num_supernodes: int, *runs, client_app="clientapp", app_dir=APP_DIR
         if results_dir is None:
             results_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="grokfl-results-"))
         results_dirs = [Path(results_dir) / str(i) for i in range(len(runs))]
-        configs = [{**app_config(app_dir), **run.config, "results-dir": str(results_dirs[i])}
+        configs = [{**defaults, **run.config, "results-dir": str(results_dirs[i])}
                    for i, run in enumerate(runs)]
         one_after_another = ServerApp()
 
@@ -165,10 +176,11 @@ def simulate(num_supernodes: int, *runs, client_app="clientapp", app_dir=APP_DIR
                 run_simulation(server_app=one_after_another, client_app=client_app, num_supernodes=num_supernodes,
                                backend_config=json.loads(json.dumps(RAY_BACKEND)))
                 break
-            except RuntimeError as error:
-                # On a busy machine Ray may not start within its fixed 30 s ("The current node timed
-                # out during startup") and leaves its half-started processes behind: stop exactly
-                # those (the children this call started), and try again (three times in all).
+            except Exception as error:
+                # Whatever failed, stop exactly the processes this call started (the children it
+                # did not have before) that are still running. On a busy machine Ray may not start
+                # within its fixed 30 s ("The current node timed out during startup"): then try
+                # again, three times in all.
                 import ray
 
                 ray.shutdown()

@@ -11,6 +11,7 @@ from grokfl_helpers.federated import (
     largest_difference,
     train_locally,
     mailbox_clients,
+    mailbox_tests,
     model_bytes,
     model_update,
     run_rounds,
@@ -156,3 +157,12 @@ def test_apply_update_moves_a_copy_and_refuses_the_wrong_shapes():
     np.testing.assert_allclose(start.weight.data[:, 0], [1.0, 2.0, 3.0])
     with pytest.raises(ValueError, match="shapes"):
         apply_update(start, [np.zeros((2, 1))])
+
+
+def test_mailbox_tests_are_the_test_emails_grouped_as_the_clients(corpus):
+    tests = mailbox_tests(corpus)
+    assert list(tests) == list(mailbox_clients(corpus))
+    assert sum(len(X) for X, _ in tests.values()) == len(corpus.test_x)
+    for index, (X, y) in enumerate(tests.values()):
+        rows = np.flatnonzero(corpus.test_mailbox == index)
+        assert np.array_equal(X, corpus.test_x[rows]) and np.array_equal(y, corpus.test_y[rows])

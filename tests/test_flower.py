@@ -129,9 +129,10 @@ def test_the_flower_app_is_laid_out_as_flowers_examples():
         assert len(source.splitlines()) <= 100, f"{name} should stay readable on its own"
         assert "\napp = " in source  # a module-level app, as `flwr run` expects
     assert len((flower_bridge.APP_DIR / "grokfl_flower" / "secagg_app.py").read_text().splitlines()) <= 150
-    server_source = (flower_bridge.APP_DIR / "grokfl_flower" / "server_app.py").read_text()
-    used = set(__import__("re").findall(r'cfg\["([a-z-]+)"\]', server_source))
-    assert used <= set(app["config"]), f"run config keys without a default: {used - set(app['config'])}"
+    for name in ("server_app.py", "secagg_app.py"):
+        source = (flower_bridge.APP_DIR / "grokfl_flower" / name).read_text()
+        used = set(__import__("re").findall(r'cfg\["([a-z-]+)"\]', source))
+        assert used and used <= set(app["config"]), f"{name}: run config keys without a default: {used - set(app['config'])}"
 
 
 def test_the_secagg_client_app_hands_other_messages_to_the_main_app(corpus):
@@ -150,6 +151,10 @@ def test_the_secagg_client_app_hands_other_messages_to_the_main_app(corpus):
 def test_simulate_refuses_what_is_not_a_run():
     with pytest.raises(TypeError, match="at least one run"):
         simulation.simulate(3)
+    with pytest.raises(ValueError, match=r"\['num-server-round'\] are not in"):
+        simulation.simulate(3, {"num-server-round": 1})                   # a typo, refused as `flwr run` does
+    with pytest.raises(TypeError, match="must be Flower apps"):
+        simulation.simulate(3, simulation.Run(None, {}))
     with pytest.raises(TypeError, match="Run\\(server_app, config\\)"):
         simulation.simulate(3, ["num-server-rounds", 1])
     with pytest.raises(ValueError, match="module:attribute"):

@@ -461,3 +461,23 @@ def test_paillier_by_hand_as_notebook_06_writes_it_equals_phe():
         assert encrypt(m, r) == public.raw_encrypt(m, r_value=r)
         assert decrypt(encrypt(m, r)) == private.raw_decrypt(encrypt(m, r)) == m
     assert decrypt(encrypt(5, 17) * encrypt(3, 29) % n_squared) == 8
+
+
+def test_progress_is_live_only_where_a_frontend_runs_the_cell():
+    """A JupyterLab cell (its execute request allows stdin) redraws the bar; nbclient and nbval, which
+    run cells without stdin, get the bar's final line only, so stored notebooks keep one line."""
+    from jupyter_client.manager import start_new_kernel
+
+    manager, client = start_new_kernel(kernel_name="python3")
+    try:
+        answers = {}
+        for allow_stdin in (False, True):
+            lines = []
+            client.execute_interactive("from grokfl_helpers import homomorphic; print(homomorphic._live_progress())",
+                                       allow_stdin=allow_stdin, timeout=60,
+                                       output_hook=lambda msg: lines.append(msg["content"].get("text", "")))
+            answers[allow_stdin] = "".join(lines).strip()
+        assert answers == {False: "False", True: "True"}
+    finally:
+        client.stop_channels()
+        manager.shutdown_kernel(now=True)

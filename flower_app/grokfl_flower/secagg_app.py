@@ -3,19 +3,17 @@
 Flower 1.42 builds SecAgg+ on its older API, so this file holds a second pair of apps, in that
 API: ``server_app`` runs FedAvg inside a ``SecAggPlusWorkflow``; ``client_app`` is a
 ``NumPyClient`` behind ``secaggplus_mod``, which runs the protocol's client side (key agreement,
-secret-sharing, quantizing and masking) around its ``fit``. Every other message (a run of
-``client_app.py``'s app) is handed to that app, so one simulation can run runs of both.
+secret-sharing, quantizing and masking) around its ``fit``. The messages of server_app.py's runs
+are handed to client_app.py's app, so one simulation can run runs of both.
 
-Settings come from the run config (defaults below), as for server_app.py:
-  secagg-num-shares (3), secagg-reconstruction-threshold (2), secagg-clipping-range (8.0),
-  secagg-quantization-range (2**22);
-  rounding-seed (-1): >= 0 seeds SecAgg+'s random rounding per client and round, to repeat a run
-  exactly; -1 (real use) leaves numpy's global generator alone;
-  drop-out (""): partition ids, e.g. "0 1", whose fit fails after they shared their keys (notebook 05, §7).
+Its settings are in the run config (../pyproject.toml): secagg-num-shares,
+secagg-reconstruction-threshold, secagg-clipping-range, secagg-quantization-range,
+secagg-max-weight, rounding-seed and drop-out. `simulation.simulate` runs it with
+``Run("grokfl_flower.secagg_app:server_app", {...})`` and ``client_app="grokfl_flower.secagg_app:client_app"``.
 """
 
 import numpy as np
-from flwr.app import Context
+from flwr.app import Context, MessageType
 from flwr.client import NumPyClient
 from flwr.client.mod import secaggplus_mod
 from flwr.clientapp import ClientApp
@@ -30,9 +28,6 @@ from grokfl_helpers import federated, training
 from grokfl_helpers.flower_bridge import SeededFedAvg, arrays_to_model, client_names, corpus, partition, save_results
 
 from . import client_app as main_app
-
-DEFAULTS = {"secagg-num-shares": 3, "secagg-reconstruction-threshold": 2, "secagg-clipping-range": 8.0,
-            "secagg-quantization-range": 2**22, "rounding-seed": -1, "drop-out": ""}
 
 
 # ---------------------------------------------------------------------------- the clients
@@ -54,15 +49,17 @@ class SpamClient(NumPyClient):
         return [model.weight.data], len(X), {}
 
 
-def other_messages_to_main_app(message, context, call_next):
-    """A mod: SecAgg+'s messages go on to secaggplus_mod; any other goes to client_app.py's app."""
-    if RECORD_KEY_CONFIGS in message.content.config_records:
-        return call_next(message, context)
-    return main_app.app(message, context)
+def plain_runs_to_main_app(message, context, call_next):
+    """A mod: the messages of server_app.py's runs (a model with its "config", or SeededFedAvg's
+    empty query) go to client_app.py's app; SecAgg+'s, and the older API's, go on to secaggplus_mod."""
+    content = message.content
+    plain = RECORD_KEY_CONFIGS not in content.config_records and (
+        "config" in content.config_records or (message.metadata.message_type == MessageType.QUERY and len(content) == 0))
+    return main_app.app(message, context) if plain else call_next(message, context)
 
 
 client_app = ClientApp(client_fn=lambda context: SpamClient(int(context.node_config["partition-id"])).to_client(),
-                       mods=[other_messages_to_main_app, secaggplus_mod])
+                       mods=[plain_runs_to_main_app, secaggplus_mod])
 
 
 # ---------------------------------------------------------------------------- the server
@@ -100,11 +97,17 @@ server_app = ServerApp()
 @server_app.main()
 def main(grid: Grid, context: Context) -> None:
     """FedAvg of clients 0 .. num-clients - 1, every round, from the all-zero model, summed by
-    SecAgg+. Each client sends [w, w * model], w = num-examples / (the largest client's), quantized."""
-    cfg = {**DEFAULTS, **context.run_config}
+    SecAgg+. Each client sends [w, w * model], w = num-examples / secagg-max-weight, quantized."""
+    cfg = context.run_config
     n, rounds = cfg["num-clients"], cfg["num-server-rounds"]
+    if cfg["clients-per-round"] not in (0, n) or cfg["aggregation"] != "fedavg" or cfg["dp-clipping-norm"] > 0:
+        raise ValueError("secagg_app.py trains every client each round with FedAvg and no DP: leave "
+                         "clients-per-round, aggregation and dp-clipping-norm at their defaults")
+    names = client_names(cfg["partitioning"], n, cfg["seed"])
+    max_weight = cfg["secagg-max-weight"]
+    if max_weight <= 0:  # the largest client's emails: a simulation can count them, a real server must be told
+        max_weight = max(len(partition(i, cfg["partitioning"], n, cfg["seed"])[0]) for i in range(n))
     test_x, test_y = corpus().test_x, corpus().test_y
-    sizes = [len(partition(i, cfg["partitioning"], n, cfg["seed"])[0]) for i in range(n)]
     history, models = federated.History(), {}
 
     def evaluate(server_round, ndarrays, _config):
@@ -112,7 +115,7 @@ def main(grid: Grid, context: Context) -> None:
         if server_round > 0:
             history.accuracy.append(training.accuracy(model, test_x, test_y))
             history.loss.append(training.mean_squared_error(model, test_x, test_y))
-            history.clients.append(client_names(cfg["partitioning"], n, cfg["seed"]))
+            history.clients.append(names)
         return 0.0, {}
 
     seeded = SeededFedAvg(n)  # asks every node its partition, refusing a partition claimed twice
@@ -126,11 +129,11 @@ def main(grid: Grid, context: Context) -> None:
     secagg = CountingSecAggPlus(num_shares=cfg["secagg-num-shares"],
                                 reconstruction_threshold=cfg["secagg-reconstruction-threshold"],
                                 clipping_range=cfg["secagg-clipping-range"],
-                                quantization_range=cfg["secagg-quantization-range"], max_weight=float(max(sizes)))
+                                quantization_range=cfg["secagg-quantization-range"], max_weight=float(max_weight))
     DefaultWorkflow(fit_workflow=secagg)(grid, LegacyContext(context, config=ServerConfig(num_rounds=rounds),
                                                              strategy=strategy))
     if cfg["results-dir"]:
         save_results(cfg["results-dir"], history, models)
     if secagg.completed != rounds:
-        raise RuntimeError(f"SecAgg+ completed {secagg.completed} of {rounds} rounds (too few clients survived "
-                           "to unmask): see Flower's log")
+        raise RuntimeError(f"SecAgg+ completed {secagg.completed} of {rounds} rounds: too few clients survived to "
+                           "unmask (see Flower's log), or the SuperNodes do not run secagg_app.py's client_app")
