@@ -102,12 +102,16 @@ def make_context(
 
 def public_context(context: ts.Context) -> ts.Context:
     """What the key holder sends to the clients and the server: the parameters and the public
-    key, without the secret key (nor relinearization keys, which adding does not need)."""
+    key, without the secret key (nor relinearization keys, which adding does not need).
+
+    Taught in notebook 06, §8."""
     return ts.context_from(_public_bytes(context))
 
 
 def slots_per_ciphertext(context: ts.Context) -> int:
-    """How many numbers one CKKS ciphertext holds: half the polynomial degree."""
+    """How many numbers one CKKS ciphertext holds: half the polynomial degree.
+
+    Taught in notebook 06, §8."""
     return context.seal_context().data.key_context_data().parms().poly_modulus_degree() // 2
 
 
@@ -116,6 +120,8 @@ def max_abs_value(context: ts.Context, n_clients: int = 1) -> float:
 
     A slot holds ``value * 2**scale_bits`` below the first prime (``2**first_prime_bits``), with a
     sign; so the sum of ``n_clients`` values must stay below ``2**(first_prime_bits - scale_bits - 1)``.
+
+    Taught in notebook 06, §8.
     """
     if isinstance(n_clients, bool) or not isinstance(n_clients, (int, np.integer)) or n_clients < 1:
         raise ValueError(f"n_clients must be a positive int, got {n_clients!r}")
@@ -133,6 +139,8 @@ class EncryptedCKKSWeights:
     each; ``key_id`` names the public key they were made with (a hash of it), so that sums of
     ciphertexts under different keys, or decryption with the wrong key, are refused instead of
     giving noise. ``a + b`` adds the ciphertexts slot by slot.
+
+    Taught in notebook 06, §8.
     """
 
     key_id: str
@@ -199,7 +207,9 @@ def encrypt(context: ts.Context, weights, *, max_clients: int = 1) -> EncryptedC
 
 
 def decrypt_sum(context: ts.Context, encrypted: EncryptedCKKSWeights):
-    """Decrypt the encrypted sum with the key holder's context: the (approximate) float sum."""
+    """Decrypt the encrypted sum with the key holder's context: the (approximate) float sum.
+
+    Taught in notebook 06, §8."""
     if not isinstance(encrypted, EncryptedCKKSWeights):
         raise TypeError(f"expected EncryptedCKKSWeights, got {type(encrypted).__name__}")
     _check_context(context)
@@ -215,7 +225,9 @@ def decrypt_sum(context: ts.Context, encrypted: EncryptedCKKSWeights):
 
 
 def decrypt_average(context: ts.Context, encrypted: EncryptedCKKSWeights):
-    """The decrypted sum divided by the number of clients in it: federated averaging's result."""
+    """The decrypted sum divided by the number of clients in it: federated averaging's result.
+
+    Taught in notebook 06, §8."""
     summed = decrypt_sum(context, encrypted)
     if isinstance(summed, list):
         return [array / encrypted.n_clients for array in summed]

@@ -55,7 +55,9 @@ DEPLOYMENT_NEEDS_MB = 1600  # measured: the deployment alone peaked at 1.58 GB i
 
 
 class DeploymentFailed(RuntimeError):
-    """A step of the deployment failed; the message says which, and where its log is."""
+    """A step of the deployment failed; the message says which, and where its log is.
+
+    Part of the deployment of notebook 08, §6."""
 
 
 def make_loopback_certificates(directory) -> dict[str, Path]:
@@ -63,6 +65,8 @@ def make_loopback_certificates(directory) -> dict[str, Path]:
 
     In a real deployment the SuperLink's certificate names its real host name and is signed by a
     CA the organisations trust. Returns the paths ``{"ca", "cert", "key"}``.
+
+    Part of the deployment of notebook 08, §6.
     """
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
@@ -104,7 +108,9 @@ def make_loopback_certificates(directory) -> dict[str, Path]:
 
 
 def make_supernode_keys(directory, name: str) -> tuple[Path, Path]:
-    """An EC key pair (NIST P-384, OpenSSH format) that identifies one SuperNode: (private, public)."""
+    """An EC key pair (NIST P-384, OpenSSH format) that identifies one SuperNode: (private, public).
+
+    Part of the deployment of notebook 08, §6."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -119,7 +125,9 @@ def make_supernode_keys(directory, name: str) -> tuple[Path, Path]:
 
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now (the OS picks it)."""
+    """A TCP port on 127.0.0.1 that nothing listens on right now (the OS picks it).
+
+    Part of the deployment of notebook 08, §6."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((LOOPBACK, 0))
         return sock.getsockname()[1]
@@ -137,7 +145,9 @@ def flower_environment(flwr_home) -> dict[str, str]:
     """The environment of every Flower process: its files in ``flwr_home`` (not ~/.flwr); no
     telemetry, no update check and no installing of the app's dependencies at run time (no network
     calls); and the virtualenv first on PATH (the SuperLink and SuperNodes start
-    ``flower-superexec`` by name)."""
+    ``flower-superexec`` by name).
+
+    Part of the deployment of notebook 08, §6."""
     return {**os.environ, "FLWR_HOME": str(flwr_home), "FLWR_TELEMETRY_ENABLED": "0",
             "FLWR_DISABLE_UPDATE_CHECK": "1", "PYTHONUNBUFFERED": "1",
             "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",  # install nothing at run time (no network)
@@ -156,6 +166,8 @@ class LoopbackDeployment:
     ``workdir`` receives FLWR_HOME, the secrets, the logs (``logs/<name>.log``) and the results.
     ``secure``: TLS and SuperNode authentication (default) or neither. ``timeout``: seconds for
     the whole deployment, after which the current step fails.
+
+    Taught in notebook 08, §6, and its exercise 3.
     """
 
     def __init__(self, workdir, *, secure: bool = True, timeout: float = 600.0) -> None:
@@ -264,7 +276,9 @@ def run_deployment(rounds: int = 3, *, secure: bool = True, app_dir=APP_DIR, tim
                    workdir=None, log=print) -> federated.History:
     """Start a SuperLink and Bob's, Alice's and Sue's SuperNodes on 127.0.0.1, run the app for
     ``rounds`` rounds with `flwr run`, stop every process, and return the run's ``History``.
-    ``log`` receives one line per step. Everything goes to a temporary ``workdir`` unless given."""
+    ``log`` receives one line per step. Everything goes to a temporary ``workdir`` unless given.
+
+    Taught in notebook 08, §6."""
     available = available_memory_mb()
     if available is not None and available < DEPLOYMENT_NEEDS_MB:
         raise MemoryError(f"the deployment needs about {DEPLOYMENT_NEEDS_MB} MB of free memory (a SuperLink, three "
@@ -292,7 +306,9 @@ def run_local_simulation(workdir, num_supernodes: int, run_config: dict | None =
                          timeout: float = 600.0) -> federated.History:
     """The app on Flower's simulation engine the supported way: ``flwr run <app> local
     --federation-config "num-supernodes=N"``, which starts a local simulation SuperLink in the
-    background. Its ports are chosen free, its files go to ``workdir``, and it is stopped at the end."""
+    background. Its ports are chosen free, its files go to ``workdir``, and it is stopped at the end.
+
+    Shown in notebook 08, §2 (`flwr run . local`); tests/test_flower.py runs it."""
     workdir = Path(workdir)
     results = workdir / "results"
     config = {**(run_config or {}), "results-dir": results.as_posix()}

@@ -58,7 +58,9 @@ BOOK_SPLIT = {"Bob": slice(0, 1000), "Alice": slice(1000, 2000), "Sue": slice(20
 
 def book_clients(corpus) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """The book's split of the training set (``BOOK_SPLIT``): Bob the first 1,000 emails, Alice
-    the next 1,000, Sue the rest (about 30,000)."""
+    the next 1,000, Sue the rest (about 30,000).
+
+    Taught in notebook 03, §2."""
     return {name: (corpus.train_x[rows], corpus.train_y[rows]) for name, rows in BOOK_SPLIT.items()}
 
 
@@ -68,6 +70,8 @@ def mailbox_clients(corpus) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     The clients differ: enron1–3 are about 3 ham to 1 spam, enron4–6 about 1 to 3, and each
     mailbox's spam came from a different trap. An email the book's interleaving repeats is kept
     once. Keys look like ``"farmer-d (enron1)"``.
+
+    Taught in notebook 03, §4.
     """
     _, first = np.unique(corpus.train_email, return_index=True)
     rows = np.sort(first)
@@ -88,7 +92,9 @@ def mailbox_tests(corpus) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 
 
 def iid_clients(corpus, n_clients: int, seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """``n_clients`` clients, each a random, equally sized share of the training set."""
+    """``n_clients`` clients, each a random, equally sized share of the training set.
+
+    Taught in notebook 03, §5."""
     n = len(corpus.train_x)
     if not 1 <= n_clients <= n:
         raise ValueError(f"n_clients must be between 1 and {n}, got {n_clients}")
@@ -112,6 +118,8 @@ def fedavg(models, weights=None) -> Layer:
 
     ``weights=None`` is the plain mean (the book's ``(bob + alice + sue) / 3``); FedAvg weights
     each client by its number of training examples, ``weights=[len(X_bob), ...]``.
+
+    Taught in notebook 03, §2.
     """
     models = list(models)
     if not models:
@@ -144,7 +152,9 @@ def fedavg(models, weights=None) -> Layer:
 
 
 def model_update(before, after) -> list[np.ndarray]:
-    """What a client sends if it sends its change rather than its model: ``after - before``."""
+    """What a client sends if it sends its change rather than its model: ``after - before``.
+
+    Taught in notebook 04, §1."""
     a, b = _parameters(before), _parameters(after)
     if [x.shape for x in a] != [x.shape for x in b]:
         raise ValueError(f"model_update: shapes {[x.shape for x in a]} and {[x.shape for x in b]} differ")
@@ -170,7 +180,9 @@ def flatten(arrays) -> tuple[np.ndarray, tuple]:
 
 
 def unflatten(vector, shapes) -> list[np.ndarray]:
-    """The arrays ``flatten`` made ``vector`` from, given their ``shapes``."""
+    """The arrays ``flatten`` made ``vector`` from, given their ``shapes``.
+
+    Taught in notebook 05."""
     vector = np.asarray(vector)
     sizes = [int(np.prod(shape)) for shape in shapes]
     if vector.ndim != 1 or vector.size != sum(sizes):
@@ -183,7 +195,9 @@ def unflatten(vector, shapes) -> list[np.ndarray]:
 def largest_difference(model_a, model_b) -> float:
     """The largest |difference| between corresponding weights of two models of one architecture:
     how the course checks that two ways of computing a model (by hand, secure, encrypted, on
-    Flower) agree."""
+    Flower) agree.
+
+    Taught in notebook 05, §4."""
     return float(max(np.abs(u).max() for u in model_update(model_a, model_b)))
 
 
@@ -204,7 +218,9 @@ def apply_update(model, update):
 
 
 def model_bytes(model) -> int:
-    """Bytes needed to send the model's parameters as they are stored (float64: 8 per number)."""
+    """Bytes needed to send the model's parameters as they are stored (float64: 8 per number).
+
+    Taught in notebook 03, §7."""
     return int(sum(p.nbytes for p in _parameters(model)))
 
 
@@ -289,7 +305,9 @@ def poisson_sample_clients(num_clients: int, sampling_rate: float, rng: np.rando
 
 @dataclass
 class History:
-    """What happened in each round (index 0 is round 1)."""
+    """What happened in each round (index 0 is round 1).
+
+    Taught in notebook 03, §3 (what run_rounds returns)."""
 
     accuracy: list[float] = field(default_factory=list)  # global model on the test set
     loss: list[float] = field(default_factory=list)  # global model's loss on the test set

@@ -94,7 +94,9 @@ def _clients(partitioning: str, num_partitions: int, seed: int) -> dict:
 
 def client_names(partitioning: str = "book", num_partitions: int = 3, seed: int = 0) -> list[str]:
     """The clients' names in partition-id order ("Bob", "Alice", "Sue"; "client 07", ...). Not cached:
-    the ServerApp needs only the names, and should not keep a copy of every client's emails."""
+    the ServerApp needs only the names, and should not keep a copy of every client's emails.
+
+    Used by the ServerApps of notebook 08, §2."""
     return list(_clients.__wrapped__(partitioning, num_partitions, seed))
 
 
@@ -241,7 +243,9 @@ class KeepPaddingRowZero(Strategy):
 
 def save_results(results_dir, history: federated.History, models: dict | None = None) -> None:
     """Write a run's ``History`` (``history.json``) and global models (``round-<r>.npz``, ``r``
-    from 0, the starting model) to ``results_dir``. The ServerApps call it; ``load_results`` reads it."""
+    from 0, the starting model) to ``results_dir``. The ServerApps call it; ``load_results`` reads it.
+
+    Used by the ServerApps of notebook 08, §2 (results-dir)."""
     directory = Path(results_dir)
     directory.mkdir(parents=True, exist_ok=True)
     fields = {"accuracy": history.accuracy, "loss": history.loss, "bytes_sent": history.bytes_sent,
@@ -252,13 +256,17 @@ def save_results(results_dir, history: federated.History, models: dict | None = 
 
 
 def load_models(results_dir) -> dict[int, Embedding]:
-    """The global model after each round that ``save_results`` kept: ``{round: model}``."""
+    """The global model after each round that ``save_results`` kept: ``{round: model}``.
+
+    Taught in notebook 08, §4."""
     files = Path(results_dir).glob("round-*.npy")
     return dict(sorted((int(f.stem.split("-")[1]), arrays_to_model([np.load(f)])) for f in files))
 
 
 def load_results(results_dir) -> federated.History:
-    """The ``federated.History`` that a ServerApp saved, with ``model`` its last global model."""
+    """The ``federated.History`` that a ServerApp saved, with ``model`` its last global model.
+
+    Used by simulation.simulate and the deployment of notebook 08, §2 and §6."""
     fields = json.loads((Path(results_dir) / "history.json").read_text(encoding="utf-8"))
     history = federated.History(**fields)
     models = load_models(results_dir)
@@ -287,7 +295,9 @@ def secagg_error_bound(num_clients: int, total_weight: float, *, clipping_range:
 
 @contextlib.contextmanager
 def quiet_flower(level: int = logging.ERROR) -> Iterator[None]:
-    """Show only Flower's errors while the block runs (its INFO log goes to stderr otherwise)."""
+    """Show only Flower's errors while the block runs (its INFO log goes to stderr otherwise).
+
+    Used by simulation.simulate and SeededFedAvg (notebook 08, §2)."""
     handlers = [(handler, handler.level) for handler in logging.getLogger("flwr").handlers]
     for handler, _ in handlers:
         handler.setLevel(level)

@@ -77,7 +77,9 @@ def _check_real(name: str, value, *, minimum: float | None = None, positive: boo
 
 
 class Drift(NamedTuple):
-    """One client's update against the average update of its round."""
+    """One client's update against the average update of its round.
+
+    Taught in notebook 09, §1."""
 
     distance: float  # ‖Δᵢ − Δ̄‖
     cosine: float  # cos(Δᵢ, Δ̄): 1 = the same direction, 0 = at right angles
@@ -296,6 +298,8 @@ def flower_fedprox_round(global_model, clients: dict, mu: float, *, epochs: int 
     each client reads μ from its message and trains with ``FedProx(mu).train_client``; Flower's
     ``aggregate_train`` averages the replies, weighted by ``"num-examples"``. The result should
     equal ``run_round(..., strategy=FedProx(mu, weighted=True))`` up to the order of additions.
+
+    Taught in notebook 09, §3.
     """
     from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
     from flwr.serverapp.strategy import FedProx as FlowerFedProx

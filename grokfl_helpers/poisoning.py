@@ -208,7 +208,9 @@ class Attack:
 
 
 class LabelFlip(Attack):
-    """Train on her mail with a ``fraction`` of the spam labelled ham (``flip_labels``)."""
+    """Train on her mail with a ``fraction`` of the spam labelled ham (``flip_labels``).
+
+    Taught in notebook 11, §2."""
 
     def __init__(self, fraction: float = 1.0, epochs: int | None = None):
         self.fraction = _check_fraction(fraction)
@@ -223,7 +225,9 @@ class LabelFlip(Attack):
 
 class Backdoor(Attack):
     """Train on ``backdoor_examples`` (her mail, plus a ``fraction`` of her spam with the
-    ``trigger`` and labelled ham) for ``epochs`` local epochs, then send the update times ``scale``."""
+    ``trigger`` and labelled ham) for ``epochs`` local epochs, then send the update times ``scale``.
+
+    Taught in notebook 11, §2."""
 
     def __init__(self, trigger: int, fraction: float = 1.0, epochs: int | None = None, scale: float = 1.0):
         self.trigger = _check_trigger(trigger)
@@ -246,7 +250,9 @@ class Backdoor(Attack):
 
 class ModelReplacement(Backdoor):
     """The backdoor scaled by ``replacement_scale(clients_per_round, server_learning_rate)`` = n/η,
-    so that after averaging the global model is about Mallory's (Bagdasaryan et al. 2020)."""
+    so that after averaging the global model is about Mallory's (Bagdasaryan et al. 2020).
+
+    Taught in notebook 11, §2."""
 
     def __init__(self, trigger: int, clients_per_round: int, server_learning_rate: float = 1.0,
                  fraction: float = 1.0, epochs: int | None = None):
@@ -285,7 +291,9 @@ class NormBoundedBackdoor(Backdoor):
     """Adaptive: the backdoor's update rescaled, up or down, to ``margin · norm_bound`` in L2 norm —
     just under the bound that ``robust.NormBounding(norm_bound)`` clips at, so it passes unclipped
     with as much weight as the defense allows. With ``trigger_only=True`` she does not train: her
-    whole norm budget goes to the trigger's weight (``OneWeight`` sized to the bound)."""
+    whole norm budget goes to the trigger's weight (``OneWeight`` sized to the bound).
+
+    Taught in notebook 11, §5."""
 
     def __init__(self, trigger: int, norm_bound: float, margin: float = 0.99, fraction: float = 1.0,
                  epochs: int | None = None, trigger_only: bool = False):

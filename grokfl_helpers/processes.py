@@ -24,6 +24,7 @@ Binder's limit included): notebook 08 checks it before it starts Ray or a deploy
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import subprocess
@@ -65,6 +66,8 @@ def process_table() -> dict[int, _Row]:
     """Every process on the machine: pid -> (ppid, state, start_time, sid, command).
 
     Read from /proc on Linux (slim containers often have no ``ps``), from ``ps`` elsewhere.
+
+    The machinery behind the deployment of notebook 08, §6; the browser tests use it too.
     """
     if (_PROC / "self" / "stat").exists():
         table = {}
@@ -99,7 +102,9 @@ def _row(pid: int) -> _Row | None:
 
 @dataclass(frozen=True)
 class ProcessId:
-    """One process, told apart from any later process that gets the same pid by its start time."""
+    """One process, told apart from any later process that gets the same pid by its start time.
+
+    The machinery behind the deployment of notebook 08, §6; the browser tests use it too."""
 
     pid: int
     start_time: str
@@ -141,13 +146,17 @@ class ProcessId:
 
 
 def children_of(pid: int, table: dict | None = None) -> list[ProcessId]:
-    """The processes whose parent is ``pid``."""
+    """The processes whose parent is ``pid``.
+
+    The machinery behind the deployment of notebook 08, §6; the browser tests use it too."""
     table = process_table() if table is None else table
     return [ProcessId(child, row.start_time) for child, row in table.items() if row.ppid == pid]
 
 
 def descendants_of(pid: int, table: dict | None = None) -> list[ProcessId]:
-    """Children, grandchildren, ... of ``pid``."""
+    """Children, grandchildren, ... of ``pid``.
+
+    The machinery behind the deployment of notebook 08, §6; the browser tests use it too."""
     table = process_table() if table is None else table
     found, todo = [], [pid]
     while todo:
@@ -159,7 +168,9 @@ def descendants_of(pid: int, table: dict | None = None) -> list[ProcessId]:
 
 def stop_processes(processes, grace: float = 5.0) -> list[ProcessId]:
     """SIGTERM each process that is still the one we know, wait up to ``grace`` seconds, then
-    SIGKILL the ones still running. Returns those still alive afterwards."""
+    SIGKILL the ones still running. Returns those still alive afterwards.
+
+    The machinery behind the deployment of notebook 08, §6; the browser tests use it too."""
     processes = list(processes)
     kill = getattr(signal, "SIGKILL", signal.SIGTERM)
     for sig in (signal.SIGTERM, kill):
@@ -174,7 +185,9 @@ def stop_processes(processes, grace: float = 5.0) -> list[ProcessId]:
 @contextlib.contextmanager
 def signals_held():
     """Hold Ctrl-C, SIGTERM and SIGHUP until the block ends (then they arrive): a cleanup cut short
-    is what leaves processes behind. Only where it can be done (POSIX, the main thread)."""
+    is what leaves processes behind. Only where it can be done (POSIX, the main thread).
+
+    The machinery behind the deployment of notebook 08, §6; the browser tests use it too."""
     held = {signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", signal.SIGTERM)}
     import threading
 
@@ -188,12 +201,24 @@ def signals_held():
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
+def _die_with_parent() -> None:
+    """Run in the child before it becomes the command (Linux): ask the kernel to send it SIGTERM
+    when the thread that started it ends. So if the process that supervises it is killed outright
+    (a notebook's kernel killed for lack of memory, say), where no ``stop_all`` can run, its
+    children are still stopped. Flower's own helpers watch their parents' pids and follow."""
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 class Supervisor:
     """Starts commands and guarantees that they, and what they started, are stopped at the end.
 
-    ``start(name, argv)`` runs ``argv`` in a new session with its output in ``log_dir/<name>.log``.
+    ``start(name, argv)`` runs ``argv`` in a new session with its output in ``log_dir/<name>.log``;
+    on Linux a command is also sent SIGTERM if the thread that started it dies without stopping it.
     ``running()`` is every process known to be ours that still runs; ``stop_all()`` stops them.
     Use it as a context manager: ``stop_all`` then runs whatever happens inside the block.
+
+    The machinery behind the deployment of notebook 08, §6; the browser tests use it too.
     """
 
     def __init__(self, log_dir, *, env: dict | None = None, cwd=None) -> None:
@@ -214,7 +239,8 @@ class Supervisor:
         log = open(self.log_path(name), "wb")  # noqa: SIM115 (closed in stop_all)
         self._logs.append(log)
         process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   env=self.env, cwd=self.cwd, start_new_session=True)
+                                   env=self.env, cwd=self.cwd, start_new_session=True,
+                                   preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
         self.started[name] = process
         # Not reaped yet, so the pid is certainly our child's; it may already have exited (None).
         if (ours := ProcessId.of(process.pid)) is not None:

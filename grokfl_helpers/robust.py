@@ -312,7 +312,9 @@ class NormBounding(RobustAggregator):
 
 
 class Median(RobustAggregator):
-    """The coordinate-wise median of the updates (``coordinate_median``), as Flower's ``FedMedian``."""
+    """The coordinate-wise median of the updates (``coordinate_median``), as Flower's ``FedMedian``.
+
+    Taught in notebook 11, §4."""
 
     def combine(self, updates, names, sizes, rng):
         return coordinate_median(updates)
@@ -323,7 +325,9 @@ class Median(RobustAggregator):
 
 class TrimmedMean(RobustAggregator):
     """The coordinate-wise trimmed mean (``trimmed_mean``), as Flower's ``FedTrimmedAvg(beta)``:
-    ``int(beta * n)`` values dropped at each end of every weight."""
+    ``int(beta * n)`` values dropped at each end of every weight.
+
+    Taught in notebook 11, §4."""
 
     def __init__(self, beta: float = 0.2):
         self.beta = _check_beta(beta)
@@ -342,6 +346,8 @@ class MultiKrum(RobustAggregator):
     needs n > 2f + 2); ``num_selected`` defaults to n - f; ``weighted=True`` weights the selected
     updates by their clients' numbers of examples, as Flower's ``MultiKrum`` does by default.
     ``last_selected`` holds the names chosen in the latest round.
+
+    Taught in notebook 11, §4.
     """
 
     def __init__(self, num_malicious: int, num_selected: int | None = None, weighted: bool = False):
@@ -363,7 +369,9 @@ class MultiKrum(RobustAggregator):
 
 class Krum(MultiKrum):
     """Krum: the one update with the lowest score becomes the round's update (``multi_krum`` with
-    m = 1), as Flower's ``Krum``. ``num_malicious`` is f; a round needs n > 2f + 2 clients."""
+    m = 1), as Flower's ``Krum``. ``num_malicious`` is f; a round needs n > 2f + 2 clients.
+
+    Taught in notebook 11, §4."""
 
     def __init__(self, num_malicious: int):
         super().__init__(num_malicious, num_selected=1)
@@ -374,7 +382,9 @@ class Krum(MultiKrum):
 
 class Bulyan(RobustAggregator):
     """Bulyan (``bulyan``): Multi-Krum's n - 2f, then a trimmed mean around the median per weight,
-    as Flower 1.42's ``Bulyan``; a round needs n >= 4f + 3 clients."""
+    as Flower 1.42's ``Bulyan``; a round needs n >= 4f + 3 clients.
+
+    Taught in notebook 11, §4."""
 
     def __init__(self, num_malicious: int):
         self.num_malicious = _check_count("num_malicious", num_malicious)
@@ -387,7 +397,9 @@ class Bulyan(RobustAggregator):
 
 
 def largest_tolerated(n_clients: int) -> int:
-    """The largest f Krum accepts with ``n_clients`` in a round: n > 2f + 2, so f = (n - 3) // 2."""
+    """The largest f Krum accepts with ``n_clients`` in a round: n > 2f + 2, so f = (n - 3) // 2.
+
+    Taught in notebook 11, §4."""
     return max((int(n_clients) - 3) // 2, 0)
 
 

@@ -646,7 +646,9 @@ def write_csv(cells: list, path) -> None:
 
 
 def read_csv(path) -> list:
-    """The cells ``write_csv`` stored (tests/test_scoreboard.py compares them with a fresh run)."""
+    """The cells ``write_csv`` stored (tests/test_scoreboard.py compares them with a fresh run).
+
+    Used with notebook 13 (scripts/scoreboard.py writes the CSV; the tests read it)."""
     with open(path, newline="", encoding="utf-8") as handle:
         return [{"attack": row["attack"], "defense": row["defense"],
                  "value": None if row["value"] == "" else float(row["value"]),

@@ -42,14 +42,18 @@ __all__ = ["Run", "app_config", "load_app", "RAY_BACKEND", "simulate"]
 class Run(NamedTuple):
     """A run of another ServerApp than the app's own: ``server_app`` is the app object, or its
     reference ``"module:attribute"`` as in ``[tool.flwr.app.components]``; ``config`` updates the
-    app's default run config."""
+    app's default run config.
+
+    Taught in notebook 08, §2."""
 
     server_app: object
     config: dict
 
 
 def app_config(app_dir=APP_DIR) -> dict:
-    """The app's default run config: ``[tool.flwr.app.config]`` of its ``pyproject.toml``."""
+    """The app's default run config: ``[tool.flwr.app.config]`` of its ``pyproject.toml``.
+
+    Taught in notebook 08, §1."""
     return dict(_pyproject(app_dir)["tool"]["flwr"]["app"]["config"])
 
 
@@ -59,7 +63,9 @@ def _pyproject(app_dir) -> dict:
 
 def load_app(reference: str, app_dir=APP_DIR):
     """The app object ``reference`` names: ``"serverapp"`` or ``"clientapp"`` (the ones the app's
-    ``pyproject.toml`` names), or ``"module:attribute"`` inside ``app_dir``."""
+    ``pyproject.toml`` names), or ``"module:attribute"`` inside ``app_dir``.
+
+    Used in notebook 08, §2 (simulate loads the apps by reference)."""
     components = _pyproject(app_dir)["tool"]["flwr"]["app"]["components"]
     module_name, _, attribute = components.get(reference, reference).partition(":")
     if not attribute:

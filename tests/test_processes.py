@@ -6,6 +6,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from grokfl_helpers import processes
 
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(600)"]
@@ -83,3 +85,27 @@ def test_a_stranger_in_no_session_of_ours_is_never_learnt(tmp_path):
     finally:
         stranger.kill()
         stranger.wait()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_what_a_killed_supervisor_started_is_stopped_too(tmp_path):
+    """The process that supervises is killed outright (SIGKILL, as the out-of-memory killer does to a
+    notebook's kernel): no stop_all runs, yet what it started gets SIGTERM and ends."""
+    pid_file = tmp_path / "child.pid"
+    owner = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time\n"
+        "from grokfl_helpers import processes\n"
+        f"supervisor = processes.Supervisor({str(tmp_path / 'logs')!r})\n"
+        "child = supervisor.start('sleeper', [sys.executable, '-c', 'import time; time.sleep(600)'])\n"
+        f"open({str(pid_file)!r}, 'w').write(str(child.pid))\n"
+        "time.sleep(600)\n")])
+    try:
+        assert wait_until(lambda: pid_file.exists() and pid_file.read_text().strip())
+        child = processes.ProcessId.of(int(pid_file.read_text()))
+        assert child is not None and child.is_alive()
+        owner.kill()
+        owner.wait()
+        assert wait_until(lambda: not child.is_alive(), timeout=10)
+    finally:
+        if owner.poll() is None:
+            owner.kill()
