@@ -24,8 +24,8 @@ Binder's limit included): notebook 08 checks it before it starts Ray or a deploy
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -201,13 +201,19 @@ def signals_held():
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
-def _die_with_parent() -> None:
-    """Run in the child before it becomes the command (Linux): ask the kernel to send it SIGTERM
-    when the thread that started it ends. So if the process that supervises it is killed outright
-    (a notebook's kernel killed for lack of memory, say), where no ``stop_all`` can run, its
-    children are still stopped. Flower's own helpers watch their parents' pids and follow."""
-    PR_SET_PDEATHSIG = 1
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+# Linux: a command is started through this short Python program, which asks the kernel to send it
+# SIGTERM when the thread that started it ends (PR_SET_PDEATHSIG, kept across exec), then becomes the
+# command (same pid, same start time). So if the process that supervises it is killed outright (a
+# notebook's kernel killed for lack of memory, say), where no stop_all can run, its children are
+# still stopped; Flower's own helpers watch their parents' pids and follow. (Setting it between fork
+# and exec with Popen's preexec_fn is not safe in a process with threads, such as a Jupyter kernel.)
+_DIE_WITH_PARENT = (
+    "import ctypes, os, signal, sys\n"
+    "ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG\n"
+    "if os.getppid() != int(sys.argv[1]):\n"
+    "    sys.exit('its supervisor ended before it started')\n"
+    "os.execv(sys.argv[2], sys.argv[2:])\n"
+)
 
 
 class Supervisor:
@@ -236,11 +242,15 @@ class Supervisor:
     def start(self, name: str, argv: list[str]) -> subprocess.Popen:
         if name in self.started:
             raise ValueError(f"a process named {name!r} was already started: give each its own name")
+        if sys.platform.startswith("linux"):
+            path = argv[0] if os.sep in argv[0] else shutil.which(argv[0], path=(self.env or os.environ).get("PATH"))
+            if path is None or not os.access(path, os.X_OK):
+                raise FileNotFoundError(f"cannot start {name!r}: no executable {argv[0]!r}")
+            argv = [sys.executable, "-c", _DIE_WITH_PARENT, str(os.getpid()), path, *argv[1:]]
         log = open(self.log_path(name), "wb")  # noqa: SIM115 (closed in stop_all)
         self._logs.append(log)
         process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   env=self.env, cwd=self.cwd, start_new_session=True,
-                                   preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+                                   env=self.env, cwd=self.cwd, start_new_session=True)
         self.started[name] = process
         # Not reaped yet, so the pid is certainly our child's; it may already have exited (None).
         if (ours := ProcessId.of(process.pid)) is not None:

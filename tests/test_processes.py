@@ -109,3 +109,10 @@ def test_what_a_killed_supervisor_started_is_stopped_too(tmp_path):
     finally:
         if owner.poll() is None:
             owner.kill()
+
+
+def test_a_command_that_does_not_exist_is_refused_at_once(tmp_path):
+    with processes.Supervisor(tmp_path) as supervisor:
+        with pytest.raises(FileNotFoundError, match="no-such-command"):
+            supervisor.start("missing", ["no-such-command-grokfl", "--help"])
+        assert supervisor.running() == set()
