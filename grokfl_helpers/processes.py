@@ -244,6 +244,8 @@ class Supervisor:
             raise ValueError(f"a process named {name!r} was already started: give each its own name")
         if sys.platform.startswith("linux"):
             path = argv[0] if os.sep in argv[0] else shutil.which(argv[0], path=(self.env or os.environ).get("PATH"))
+            if path is not None and not os.path.isabs(path):
+                path = os.path.abspath(os.path.join(self.cwd or os.getcwd(), path))  # as Popen(cwd=...) would
             if path is None or not os.access(path, os.X_OK):
                 raise FileNotFoundError(f"cannot start {name!r}: no executable {argv[0]!r}")
             argv = [sys.executable, "-c", _DIE_WITH_PARENT, str(os.getpid()), path, *argv[1:]]
