@@ -23,13 +23,12 @@ The local training steps of FedProx and SCAFFOLD are ``training.train`` with a
 from __future__ import annotations
 
 import copy
-import logging
 import math
 from typing import NamedTuple
 
 import numpy as np
 
-from .federated import FedAvg, Strategy, flatten, model_bytes, train_locally, unflatten
+from .federated import FedAvg, Strategy, apply_update, flatten, model_bytes, model_update, train_locally, unflatten
 from .tensor import Tensor
 from .training import SPAM_TASK
 
@@ -305,7 +304,7 @@ def flower_fedprox_round(global_model, clients: dict, mu: float, *, epochs: int 
     from flwr.serverapp.strategy import FedProx as FlowerFedProx
     from flwr.supercore.task_identity import TaskIdentity
 
-    from .flower_bridge import arrays_to_model, model_to_arrays
+    from .flower_bridge import arrays_to_model, model_to_arrays, quiet_flower
 
     names = list(clients)
     node_of = {1000 + i: name for i, name in enumerate(names)}
@@ -316,27 +315,24 @@ def flower_fedprox_round(global_model, clients: dict, mu: float, *, epochs: int 
 
     saved = (TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id)
     TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1  # Flower stamps messages with it
-    flower_log = logging.getLogger("flwr")
-    saved_level = flower_log.level
-    flower_log.setLevel(logging.ERROR)  # Flower logs every step; only errors are shown here
     try:
-        strategy = FlowerFedProx(proximal_mu=float(mu), min_train_nodes=len(names),
-                                 min_available_nodes=len(names))
-        questions = strategy.configure_train(1, model_to_arrays(global_model), ConfigRecord(), _Nodes())
-        replies, received = [], {}
-        for question in sorted(questions, key=lambda q: q.metadata.dst_node_id):
-            name = node_of[question.metadata.dst_node_id]
-            received[name] = question.content["config"]["proximal-mu"]
-            X, y = clients[name]
-            local = FedProx(received[name]).train_client(name, arrays_to_model(question.content["arrays"]), X, y,
-                                                         epochs=epochs, batch_size=batch_size, alpha=alpha)
-            content = RecordDict({"arrays": model_to_arrays(local),
-                                  "metrics": MetricRecord({"num-examples": len(X)})})
-            replies.append(Message(content, reply_to=question))
-        arrays, _ = strategy.aggregate_train(1, replies)
+        with quiet_flower():  # Flower logs every step; only errors are shown here
+            strategy = FlowerFedProx(proximal_mu=float(mu), min_train_nodes=len(names),
+                                     min_available_nodes=len(names))
+            questions = strategy.configure_train(1, model_to_arrays(global_model), ConfigRecord(), _Nodes())
+            replies, received = [], {}
+            for question in sorted(questions, key=lambda q: q.metadata.dst_node_id):
+                name = node_of[question.metadata.dst_node_id]
+                received[name] = question.content["config"]["proximal-mu"]
+                X, y = clients[name]
+                local = FedProx(received[name]).train_client(name, arrays_to_model(question.content["arrays"]), X, y,
+                                                             epochs=epochs, batch_size=batch_size, alpha=alpha)
+                content = RecordDict({"arrays": model_to_arrays(local),
+                                      "metrics": MetricRecord({"num-examples": len(X)})})
+                replies.append(Message(content, reply_to=question))
+            arrays, _ = strategy.aggregate_train(1, replies)
     finally:
         TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = saved
-        flower_log.setLevel(saved_level)
     new_model = arrays_to_model(arrays)
     SPAM_TASK.fix(new_model)
     return new_model, received
@@ -550,10 +546,7 @@ def top_k(vector, k: int) -> tuple[np.ndarray, np.ndarray]:
         raise TypeError(f"k must be an integer count of entries, got {type(k).__name__}")
     if not 1 <= k <= vector.size:
         raise ValueError(f"k must be between 1 and the vector's length {vector.size}, got {k}")
-    if k == vector.size:
-        indices = np.arange(vector.size)
-    else:
-        indices = np.sort(np.argpartition(np.abs(vector), vector.size - k)[vector.size - k:])
+    indices = np.sort(np.argpartition(np.abs(vector), vector.size - k)[vector.size - k:])
     return indices, vector[indices]
 
 
@@ -569,12 +562,8 @@ class _CompressedUpdates(FedAvg):
 
     def train_client(self, name, global_model, X, y, **kwargs):
         local = super().train_client(name, global_model, X, y, **kwargs)
-        start, shapes = flatten(global_model)
-        received = copy.deepcopy(global_model)
-        decoded = unflatten(start + self.compress(name, flatten(local)[0] - start), shapes)
-        for parameter, values in zip(received.get_parameters(), decoded):
-            parameter.data[...] = values
-        return received
+        update, shapes = flatten(model_update(global_model, local))
+        return apply_update(global_model, unflatten(self.compress(name, update), shapes))
 
     def bytes_per_client(self, global_model) -> int:
         """The float64 model down, the compressed update up."""

@@ -25,6 +25,7 @@ import json
 import math
 import os
 import re
+import zipfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,8 +64,7 @@ __all__ = [
     "one_blas_thread",
 ]
 
-UNK_WORD = "<unk>"
-UNK = 0
+UNK, UNK_WORD = _data.UNK, _data.UNK_WORD  # word 0 is "<unk>", as in the spam model's vocabulary
 CANARY = "my computer password is pizza"
 """The book's sentence (chapter 15), planted in Bob's mailbox as Carlini et al.'s canary."""
 
@@ -107,11 +107,9 @@ class HamTokens:
 
 
 def _cache_key(corpus) -> str:
-    described = [LM_CACHE_FORMAT]
-    for path in corpus.archive_paths:
-        stat = Path(path).stat()
-        described.append([Path(path).name, stat.st_size, stat.st_mtime_ns])
-    return hashlib.sha256(json.dumps(described).encode()).hexdigest()
+    """The tokenizer's version and ``data``'s key of the archives (each one's SHA-256 of its bytes)."""
+    archives_key = _data._cache_key([Path(path) for path in corpus.archive_paths])
+    return hashlib.sha256(json.dumps([LM_CACHE_FORMAT, archives_key]).encode()).hexdigest()
 
 
 def ham_tokens(corpus, data_dir=None) -> HamTokens:
@@ -119,7 +117,7 @@ def ham_tokens(corpus, data_dir=None) -> HamTokens:
 
     Taught in notebook 12, §2. The first call reads the six archives (a few seconds) and caches the
     result in ``data/enron-lm-cache-<key>.npz``; the key hashes the tokenizer's version and each
-    archive's name, size and modification time, so a changed archive or tokenizer rebuilds it. The
+    archive's name and content, as ``data``'s cache does, so a changed archive or tokenizer rebuilds it. The
     cache is derived from the data set: it lives in the git-ignored data/ folder, never in git.
     """
     if not getattr(corpus, "archive_paths", None):
@@ -132,8 +130,8 @@ def ham_tokens(corpus, data_dir=None) -> HamTokens:
             if saved["key"].tobytes().decode() == key:
                 return HamTokens(saved["words"].tobytes().decode().split("\n"), saved["ids"], saved["offsets"],
                                  saved["email_id"], saved["mailbox"])
-    except (OSError, ValueError, KeyError, EOFError):
-        pass
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        pass  # no cache, or a damaged one: rebuild it
     files = {name: i for i, name in enumerate(corpus.email_file)}
     word_ids: dict[str, int] = {}
     ids, lengths, email_ids, mailboxes = [], [], [], []
@@ -142,8 +140,8 @@ def ham_tokens(corpus, data_dir=None) -> HamTokens:
         for label, name, raw in emails:
             if label != 0:
                 continue
-            words = _WORD.findall(raw.lower())
-            ids.extend(word_ids.setdefault(w.decode("ascii"), len(word_ids)) for w in words)
+            words = tokenize(raw)
+            ids.extend(word_ids.setdefault(w, len(word_ids)) for w in words)
             lengths.append(len(words))
             email_ids.append(files[name])
             mailboxes.append(index)

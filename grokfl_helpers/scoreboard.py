@@ -151,8 +151,10 @@ def build_federation(corpus, *, bob_emails: int = 8, n_others: int = 9, emails_p
     median norm of the updates the filter in service makes on slices of its own training emails, of
     the clients' sizes (notebook 07's rule of thumb, applied to public data), rounded to 2 decimals.
     """
-    rows = np.arange(in_service_emails, len(corpus.train_x))
-    _, first = np.unique(corpus.train_email[rows], return_index=True)
+    # Rows whose email the filter never saw: the book's interleaving repeats some emails of its first
+    # rows near the end of the training set, so the rows after in_service_emails are not enough.
+    rows = np.flatnonzero(~np.isin(corpus.train_email, corpus.train_email[:in_service_emails]))
+    _, first = np.unique(corpus.train_email[rows], return_index=True)   # each such email once
     pool = np.random.default_rng(seed).permutation(rows[np.sort(first)])
     need = bob_emails + n_others * emails_per_client + n_outsiders
     if need > len(pool):
